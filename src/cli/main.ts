@@ -1,0 +1,45 @@
+import {Command, CommanderError} from "commander";
+import {packageVersion} from "../index.js";
+import {UsageError} from "./UsageError.js";
+import {printVersion} from "./versionCommand.js";
+
+/** Exit codes shared by all commands. */
+export const exitCodes = {ok: 0, flagged: 1, usage: 2} as const;
+
+/**
+ * Runs the `qwenguard` CLI.
+ * @param args the arguments after the program name
+ * @returns the process exit code
+ */
+export async function main(args: string[]): Promise<number> {
+    const write = (text: string) => void process.stdout.write(text);
+    if (args.length === 1 && (args[0] === "--version" || args[0] === "-V")) {
+        await printVersion(write);
+        return exitCodes.ok;
+    }
+
+    const program = new Command("qwenguard")
+        .description("Run the Qwen3Guard safety models (Gen and Stream) locally on llama.cpp")
+        .option("-V, --version", "print the version, the llama.cpp release and the backend in use")
+        .showHelpAfterError()
+        .exitOverride()
+        .configureOutput({writeOut: write, writeErr: (text) => void process.stderr.write(text)});
+    program.addHelpText("after", `\nqwenguard ${packageVersion()}`);
+
+    try {
+        if (args.length === 0) {
+            program.outputHelp();
+            return exitCodes.usage;
+        }
+        await program.parseAsync(args, {from: "user"});
+        return exitCodes.ok;
+    } catch (error) {
+        if (error instanceof CommanderError)
+            return error.exitCode === 0 ? exitCodes.ok : exitCodes.usage;
+        if (error instanceof UsageError) {
+            process.stderr.write(`qwenguard: ${error.message}\n`);
+            return exitCodes.usage;
+        }
+        throw error;
+    }
+}
