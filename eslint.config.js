@@ -9,7 +9,7 @@ export default tseslint.config(
         rules: {
             "@typescript-eslint/no-unused-vars": ["error", {argsIgnorePattern: "^_"}],
             "@typescript-eslint/consistent-type-imports": "error",
-            "eqeqeq": ["error", "always"],
+            "eqeqeq": ["error", "always", {null: "ignore"}],
             "prefer-const": "error",
             "no-var": "error"
         }
