@@ -1,6 +1,7 @@
 import {Command, CommanderError} from "commander";
 import {packageVersion} from "../index.js";
 import {UsageError} from "./UsageError.js";
+import {registerStreamCommand} from "./streamCommand.js";
 import {printVersion} from "./versionCommand.js";
 
 /** Exit codes shared by all commands. */
@@ -25,6 +26,11 @@ export async function main(args: string[]): Promise<number> {
         .exitOverride()
         .configureOutput({writeOut: write, writeErr: (text) => void process.stderr.write(text)});
     program.addHelpText("after", `\nqwenguard ${packageVersion()}`);
+    let exitCode: number = exitCodes.ok;
+    const setExitCode = (code: number) => {
+        exitCode = code;
+    };
+    registerStreamCommand(program, setExitCode);
 
     try {
         if (args.length === 0) {
@@ -32,14 +38,14 @@ export async function main(args: string[]): Promise<number> {
             return exitCodes.usage;
         }
         await program.parseAsync(args, {from: "user"});
-        return exitCodes.ok;
+        return exitCode;
     } catch (error) {
         if (error instanceof CommanderError)
             return error.exitCode === 0 ? exitCodes.ok : exitCodes.usage;
-        if (error instanceof UsageError) {
-            process.stderr.write(`qwenguard: ${error.message}\n`);
-            return exitCodes.usage;
-        }
-        throw error;
+        // usage mistakes and bad input (missing files, malformed models, options out of range) end here
+        process.stderr.write(`qwenguard: ${error instanceof Error ? error.message : String(error)}\n`);
+        if (process.env.QWENGUARD_DEBUG != null && error instanceof Error && !(error instanceof UsageError))
+            process.stderr.write(`${error.stack}\n`);
+        return exitCodes.usage;
     }
 }

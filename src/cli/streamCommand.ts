@@ -1,0 +1,133 @@
+import {readFileSync} from "node:fs";
+import type {Command} from "commander";
+import {StreamGuard, resolvePolicy} from "../index.js";
+import type {Message, PolicyOption, TokenVerdict, Verdict} from "../index.js";
+import {countsAsUnsafe} from "../stream/DecisionRule.js";
+import {JudgedText} from "../stream/monitor.js";
+import {UsageError} from "./UsageError.js";
+import {colorEnabled, paint} from "./paint.js";
+
+interface StreamCommandOptions {
+    model: string,
+    head?: string,
+    prompt?: string,
+    promptFile?: string,
+    system?: string,
+    onUnsafe: "stop" | "mark" | "continue",
+    policy: "strict" | "loose",
+    json?: boolean,
+    tokens?: boolean,
+    thinking?: boolean,
+    threads?: string
+}
+
+/** `qwenguard stream`: guards a live response read from stdin. */
+export function registerStreamCommand(program: Command, setExitCode: (code: number) => void): void {
+    program.command("stream")
+        .description("guard a live response on stdin: echo it as it is judged, stop it the moment it turns unsafe")
+        .requiredOption("-m, --model <file>", "Qwen3Guard-Stream backbone GGUF (from `qwenguard convert`)")
+        .option("--head <file>", "its head GGUF (default: the one the backbone names, beside it)")
+        .option("-p, --prompt <text>", "the user prompt the response answers")
+        .option("--prompt-file <file>", "read the user prompt from a file")
+        .option("--system <text>", "a system message before the prompt")
+        .option("--on-unsafe <action>", "stop: end the echo at the unsafe span (exit 1); mark: highlight it and go on; continue: only report", "stop")
+        .option("--policy <policy>", "strict (Controversial counts as unsafe) or loose", "strict")
+        .option("--json", "write one JSON event per line instead of echoing the text")
+        .option("--tokens", "with --json, also write every token's verdict")
+        .option("--thinking", "the response carries its own <think>…</think> reasoning, which is scored too")
+        .option("-t, --threads <n>", "CPU threads")
+        .action(async (options: StreamCommandOptions) => setExitCode(await runStream(options)));
+}
+
+async function runStream(options: StreamCommandOptions): Promise<number> {
+    if (!["stop", "mark", "continue"].includes(options.onUnsafe))
+        throw new UsageError(`Expected stop, mark or continue for --on-unsafe but received ${JSON.stringify(options.onUnsafe)}`);
+    if (options.prompt != null && options.promptFile != null)
+        throw new UsageError("Pass either --prompt or --prompt-file, not both");
+    const policyOption = options.policy as PolicyOption;
+    try {
+        resolvePolicy(policyOption);
+    } catch (error) {
+        throw new UsageError((error as Error).message.replace('"policy"', "--policy"));
+    }
+    const prompt = options.promptFile != null ? readFileSync(options.promptFile, "utf8") : options.prompt ?? "";
+    const messages: Message[] = [...(options.system != null ? [{role: "system" as const, content: options.system}] : []), {role: "user", content: prompt}];
+    const threads = options.threads != null ? Number(options.threads) : undefined;
+
+    const guard = await StreamGuard.load({model: options.model, head: options.head, threads});
+    const out = (text: string) => void process.stdout.write(text);
+    const event = (value: object) => out(JSON.stringify(value) + "\n");
+    try {
+        const session = await guard.createSession({messages, policy: policyOption, thinking: options.thinking ?? false});
+        const promptFlagged = resolvePolicy(policyOption).controversial ? session.promptVerdict.level !== "Safe" : session.promptVerdict.level === "Unsafe";
+        if (options.json)
+            event({type: "prompt", ...verdictJson(session.promptVerdict), flagged: promptFlagged});
+
+        const judged = new JudgedText(session);
+        let echoed = 0;
+        const echo = (all: boolean) => {
+            if (options.json)
+                return;
+            if (options.onUnsafe === "stop")
+                return out(judged.take(all));
+            // mark / continue: everything is echoed, a run that may still fire waits until it is decided
+            const tokens = session.tokens;
+            const end = session.flag != null || all ? tokens.length : tokens.length - session.pendingUnsafeTokens;
+            const policy = session.policy;
+            out(tokens.slice(echoed, end).map((token) => options.onUnsafe === "mark" && session.flag != null &&
+                token.index >= session.flag.startIndex && countsAsUnsafe(token, policy) ? mark(token.text) : token.text).join(""));
+            echoed = Math.max(echoed, end);
+        };
+        const report = (verdicts: TokenVerdict[]) => {
+            if (options.json && options.tokens)
+                for (const verdict of verdicts)
+                    event({type: "token", index: verdict.index, token: verdict.token, text: verdict.text, ...verdictJson(verdict)});
+        };
+
+        let flagReported = false;
+        process.stdin.setEncoding("utf8");
+        for await (const chunk of process.stdin as AsyncIterable<string>) {
+            report(await session.pushText(chunk));
+            if (session.flag != null && !flagReported) {
+                flagReported = true;
+                if (options.json)
+                    event({type: "flag", ...session.flag});
+                if (options.onUnsafe === "stop")
+                    break;
+            }
+            echo(false);
+        }
+        if (session.flag == null || options.onUnsafe !== "stop") {
+            report(await session.finish());
+            if (session.flag != null && !flagReported && options.json)
+                event({type: "flag", ...session.flag});
+        }
+        echo(session.flag == null);
+
+        const summary = session.report();
+        const flagged = summary.flagged || promptFlagged;
+        if (options.json) {
+            event({type: "summary", level: summary.level, category: summary.category, flagged, flag: summary.flag,
+                prompt: session.promptVerdict.level, tokens: summary.tokens.length});
+        } else {
+            const verdict = summary.flag != null
+                ? `${summary.flag.level}${summary.flag.category != null ? ` (${summary.flag.category})` : ""} at token ${summary.flag.index}` +
+                  (options.onUnsafe === "stop" ? ", response stopped" : "")
+                : `${summary.level}`;
+            process.stderr.write(`\n${paint(flagged ? "red" : "green", `qwenguard: response ${verdict}; prompt ${session.promptVerdict.level}`)}\n`);
+        }
+        await session.dispose();
+        return flagged ? 1 : 0;
+    } finally {
+        await guard.dispose();
+    }
+}
+
+/** Highlights unsafe text: inverse video on a colour terminal, else between ⟦ ⟧. */
+function mark(text: string): string {
+    return colorEnabled(process.stdout) ? paint("inverse", text, process.stdout) : `⟦${text}⟧`;
+}
+
+function verdictJson(verdict: Verdict) {
+    return {level: verdict.level, category: verdict.category, probs: verdict.probs, categoryProbs: verdict.categoryProbs};
+}

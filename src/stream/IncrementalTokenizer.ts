@@ -1,0 +1,98 @@
+import type {TokenizeFunction} from "../conversation/TokenSegments.js";
+
+/** A token committed from a text stream, with the UTF-16 offset in the whole text where its bytes start. */
+export interface CommittedToken {
+    id: number,
+    offset: number
+}
+
+/**
+ * Qwen2's pre-tokenizer split (tokenizer.json `pre_tokenizer`). Byte-level BPE never merges across these pieces,
+ * so a piece that can no longer change tokenizes the same alone as inside the whole text.
+ */
+const preTokenPattern = /'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
+
+/**
+ * How many trailing pre-tokens are held back: more text can extend the last piece (`'` → `'s`, `!` → `!abc`, a
+ * space run → its last space joining the next word), which can also move the start of the one before it.
+ */
+const heldBackPieces = 2;
+
+const utf8 = new TextEncoder();
+
+/**
+ * Turns text arriving in arbitrary chunks into the tokens of the whole text, committing each token as soon as
+ * it can no longer change: for EVERY way of cutting a text into chunks, the committed ids equal the ids of the
+ * whole text. Only the unstable tail (the last two pre-tokens, and a dangling high surrogate) is held back until
+ * more text or {@link finish} arrives. Special-token parsing is off: `<|im_end|>` in the text is plain text.
+ */
+export class IncrementalTokenizer {
+    private pending = "";
+    private committedLength = 0;
+
+    /**
+     * @param tokenize the model's tokenizer
+     * @param tokenByteLength the number of UTF-8 bytes of a token's text
+     */
+    constructor(private readonly tokenize: TokenizeFunction, private readonly tokenByteLength: (token: number) => number) {}
+
+    /** Appends a chunk; returns the tokens that became stable. */
+    push(chunk: string): CommittedToken[] {
+        this.pending += chunk;
+        const boundary = this.stableBoundary();
+        return boundary > 0 ? this.commit(boundary) : [];
+    }
+
+    /** Ends the text: returns all tokens still held back. */
+    finish(): CommittedToken[] {
+        return this.pending.length > 0 ? this.commit(this.pending.length) : [];
+    }
+
+    /** Characters received but not yet committed as tokens. */
+    get heldBack(): string {
+        return this.pending;
+    }
+
+    private stableBoundary(): number {
+        let end = this.pending.length;
+        const last = this.pending.charCodeAt(end - 1);
+        if (last >= 0xd800 && last <= 0xdbff)
+            end--; // a high surrogate waits for its pair
+
+        const starts: number[] = [];
+        for (const match of this.pending.slice(0, end).matchAll(preTokenPattern))
+            starts.push(match.index);
+        return starts.length > heldBackPieces ? starts[starts.length - heldBackPieces] : 0;
+    }
+
+    private commit(boundary: number): CommittedToken[] {
+        const text = this.pending.slice(0, boundary);
+        this.pending = this.pending.slice(boundary);
+        const ids = this.tokenize(text, false);
+        const charOfByte = byteToCharOffsets(text);
+        const tokens: CommittedToken[] = [];
+        let byte = 0;
+        for (const id of ids) {
+            tokens.push({id, offset: this.committedLength + charOfByte[Math.min(byte, charOfByte.length - 1)]});
+            byte += this.tokenByteLength(id);
+        }
+        this.committedLength += text.length;
+        return tokens;
+    }
+}
+
+/** For each UTF-8 byte of the text (and one past the end), the UTF-16 offset of the character it belongs to. */
+function byteToCharOffsets(text: string): Int32Array {
+    const offsets = new Int32Array(utf8.encode(text).length + 1);
+    let byte = 0;
+    for (let char = 0; char < text.length;) {
+        const codePoint = text.codePointAt(char)!;
+        const units = codePoint > 0xffff ? 2 : 1;
+        const bytes = codePoint < 0x80 ? 1 : codePoint < 0x800 ? 2 : codePoint < 0x10000 ? 3 : 4;
+        offsets.fill(char, byte, byte + bytes);
+        byte += bytes;
+        char += units;
+    }
+    offsets[byte] = text.length;
+    return offsets;
+}

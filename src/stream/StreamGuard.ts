@@ -1,0 +1,212 @@
+import {existsSync} from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {GgufValueType, readGguf} from "../../gguf/index.js";
+import {validateMessages} from "../conversation/messages.js";
+import type {Message} from "../conversation/messages.js";
+import type {AddonStreamContext, AddonStreamModel, AddonStreamModelInfo} from "../native/AddonTypes.js";
+import {loadLlamaRuntime} from "../native/loadAddon.js";
+import type {GpuOption} from "../native/loadAddon.js";
+import {booleanOption, integerOption, stringOption} from "../options.js";
+import {resolvePolicy} from "./DecisionRule.js";
+import {checkHeadLabels} from "./headVerdicts.js";
+import type {HeadLabels} from "./headVerdicts.js";
+import {StreamEvaluator} from "./StreamEvaluator.js";
+import {monitorStream} from "./monitor.js";
+import type {MonitorChunk, MonitorOptions} from "./monitor.js";
+import {StreamSession} from "./StreamSession.js";
+import type {PolicyOption, ResponseReport, Verdict} from "./types.js";
+
+export interface StreamGuardOptions {
+    /** The Stream backbone GGUF (from `qwenguard convert`). */
+    model: string,
+    /** Its head GGUF; default: the file the backbone names (`qwen3guard.stream.head_file`), beside it. */
+    head?: string,
+    /** CPU threads; default: all available cores. */
+    threads?: number,
+    /** Layers offloaded to the GPU; default: all when a GPU flavour is loaded, else 0. */
+    gpuLayers?: number,
+    /** KV cells shared by all sessions; default: the model's training context (8192 for Qwen3Guard-Stream). */
+    contextSize?: number,
+    /** Most sessions open at once; default 8. */
+    maxSessions?: number,
+    /** Most tokens per llama_decode; default 512. */
+    batchSize?: number,
+    /** The llama.cpp flavour node-llama-cpp loads; default `"auto"`. */
+    gpu?: GpuOption
+}
+
+export interface StreamSessionOptions {
+    /** The conversation so far, ending with the user turn the response answers. */
+    messages: Message[],
+    /** Score the response's own `<think>…</think>` reasoning too; default false. */
+    thinking?: boolean,
+    /** Default `"strict"`. */
+    policy?: PolicyOption
+}
+
+export interface StreamModerationReport {
+    /** The verdict of the last user turn; null when the conversation has no user turn. */
+    prompt: Verdict | null,
+    /** The verdict of the last assistant message after the last user turn; null when there is none. */
+    response: ResponseReport | null
+}
+
+/** A Stream model's labels, checked at load. */
+export interface StreamLabels {
+    query: HeadLabels,
+    response: HeadLabels
+}
+
+/**
+ * Qwen3Guard-Stream on llama.cpp: judges a prompt, then a response token by token while it is generated, with the
+ * KV cache reused (constant cost per token). Sessions share one model and one context.
+ *
+ * @example
+ * const guard = await StreamGuard.load({model: "Qwen3Guard-Stream-0.6B.gguf"});
+ * const session = await guard.createSession({messages: [{role: "user", content: "hi"}]});
+ * for await (const chunk of llmOutput) {
+ *     await session.pushText(chunk);
+ *     if (session.flag) break;
+ * }
+ */
+export class StreamGuard {
+    /** @internal */ readonly _evaluator: StreamEvaluator;
+    private disposed = false;
+    private readonly sessions = new Set<StreamSession>();
+
+    private constructor(
+        /** @internal */ readonly _model: AddonStreamModel,
+        /** @internal */ readonly _context: AddonStreamContext,
+        readonly info: AddonStreamModelInfo,
+        readonly labels: StreamLabels,
+        readonly options: Readonly<Required<Omit<StreamGuardOptions, "gpu">>>
+    ) {
+        this._evaluator = new StreamEvaluator(_context);
+    }
+
+    /**
+     * Loads a Stream backbone and its head.
+     * @throws TypeError for a bad option; Error when the files are missing, not a Stream pair, or do not belong together
+     */
+    static async load(options: StreamGuardOptions): Promise<StreamGuard> {
+        if (options == null || typeof options !== "object")
+            throw new TypeError("Expected an options object {model, head?, threads?, gpuLayers?, contextSize?} for StreamGuard.load");
+        const model = path.resolve(stringOption("model", options.model));
+        if (!existsSync(model))
+            throw new Error(`Model file ${model} does not exist`);
+        const head = options.head != null ? path.resolve(stringOption("head", options.head)) : await defaultHeadPath(model);
+        if (!existsSync(head))
+            throw new Error(`Head file ${head} does not exist: pass the Stream head GGUF written by \`qwenguard convert\` as "head"`);
+
+        const {llama, addon} = await loadLlamaRuntime(options.gpu != null ? {gpu: options.gpu} : {});
+        const threads = integerOption("threads", options.threads ?? Math.max(1, os.availableParallelism()), 1, 1024);
+        const gpuLayers = integerOption("gpuLayers", options.gpuLayers ?? (llama.gpu === false ? 0 : 999), 0, 100000);
+        const maxSessions = integerOption("maxSessions", options.maxSessions ?? 8, 1, 256);
+        const batchSize = integerOption("batchSize", options.batchSize ?? 512, 1, 65536);
+
+        const native = await addon.StreamModel.load({modelPath: model, headPath: head, gpuLayers, useMmap: true});
+        try {
+            const info = native.info();
+            const labels = {
+                query: checkHeadLabels(info.queryRiskLabels, info.queryCategoryLabels, "query"),
+                response: checkHeadLabels(info.responseRiskLabels, info.responseCategoryLabels, "response")
+            };
+            const contextSize = integerOption("contextSize", options.contextSize ?? info.trainContextSize, 16, 1 << 22);
+            const context = await native.createContext({contextSize, maxSequences: maxSessions, batchSize, threads});
+            return new StreamGuard(native, context, info, labels, {model, head, threads, gpuLayers, contextSize, maxSessions, batchSize});
+        } catch (error) {
+            await native.dispose();
+            throw error;
+        }
+    }
+
+    /** Most tokens one session can hold: the context size, capped by the model's training context. */
+    get sessionTokenLimit(): number {
+        return Math.min(this.options.contextSize, this.info.trainContextSize);
+    }
+
+    /**
+     * Opens a session: renders and scores the conversation (the prompt verdict), then waits for response tokens.
+     * @throws TypeError for bad messages or options; Error when the prompt does not fit or all sessions are in use
+     */
+    async createSession(options: StreamSessionOptions): Promise<StreamSession> {
+        this.assertOpen();
+        if (options == null || typeof options !== "object")
+            throw new TypeError("Expected an options object {messages, thinking?, policy?} for createSession");
+        const messages = validateMessages(options.messages);
+        if (messages.length === 0 || messages[messages.length - 1].role !== "user")
+            throw new TypeError('Expected "messages" to end with a user message (the turn the response answers)');
+        const thinking = booleanOption("thinking", options.thinking ?? false);
+        const policy = resolvePolicy(options.policy);
+        const session = await StreamSession._open(this, messages, thinking, policy);
+        this.sessions.add(session);
+        return session;
+    }
+
+    /**
+     * Judges a finished conversation in one call: the prompt verdict of the last user turn and, when an assistant
+     * message follows it, the response report (every token scored, the decision rule applied).
+     */
+    async moderate(messages: Message[], options: {thinking?: boolean, policy?: PolicyOption} = {}): Promise<StreamModerationReport> {
+        const checked = validateMessages(messages);
+        const lastUser = checked.map((message) => message.role).lastIndexOf("user");
+        if (lastUser < 0)
+            return {prompt: null, response: null};
+        const session = await this.createSession({...options, messages: checked.slice(0, lastUser + 1)});
+        try {
+            const response = checked.slice(lastUser + 1).find((message) => message.role === "assistant");
+            if (response == null)
+                return {prompt: session.promptVerdict, response: null};
+            await session.pushText(response.content);
+            await session.finish();
+            return {prompt: session.promptVerdict, response: session.report()};
+        } finally {
+            await session.dispose();
+        }
+    }
+
+    /**
+     * Guards a response while it is generated: yields its text once judged, and throws
+     * {@link UnsafeContentError} the moment the decision rule fires (abort your generator then).
+     * @example
+     * for await (const text of guard.monitor(llm.stream(prompt), {messages})) process.stdout.write(text);
+     */
+    monitor(source: AsyncIterable<MonitorChunk> | Iterable<MonitorChunk>, options: MonitorOptions): AsyncGenerator<string, ResponseReport> {
+        return monitorStream(this, source, options);
+    }
+
+    /** Frees the sessions, the context and the model. */
+    async dispose(): Promise<void> {
+        if (this.disposed)
+            return;
+        this.disposed = true;
+        for (const session of [...this.sessions])
+            await session.dispose();
+        await this._context.dispose();
+        await this._model.dispose();
+    }
+
+    /** @internal */
+    _forget(session: StreamSession): void {
+        this.sessions.delete(session);
+    }
+
+    /** @internal */
+    assertOpen(): void {
+        if (this.disposed)
+            throw new Error("This StreamGuard has been disposed");
+    }
+}
+
+async function defaultHeadPath(model: string): Promise<string> {
+    const {metadata} = await readGguf(model);
+    const variant = metadata.find("qwen3guard.variant", GgufValueType.STRING);
+    if (variant !== "stream-backbone")
+        throw new Error(`Model ${model} is not a Qwen3Guard-Stream backbone (qwen3guard.variant is ${variant == null ? "missing" : JSON.stringify(variant)}): ` +
+            "convert a Qwen3Guard-Stream checkpoint with `qwenguard convert`, or use GenGuard for Gen models");
+    const headFile = metadata.find("qwen3guard.stream.head_file", GgufValueType.STRING);
+    if (headFile == null)
+        throw new Error(`Model ${model} names no head file (qwen3guard.stream.head_file): pass "head"`);
+    return path.join(path.dirname(model), headFile);
+}

@@ -1,0 +1,214 @@
+import type {Message} from "../conversation/messages.js";
+import {describeValue} from "../conversation/messages.js";
+import {tokenizeSegments} from "../conversation/TokenSegments.js";
+import {AddonHead} from "../native/AddonTypes.js";
+import {DecisionRule, responseLevel} from "./DecisionRule.js";
+import type {ResolvedPolicy} from "./DecisionRule.js";
+import {headVerdicts} from "./headVerdicts.js";
+import {IncrementalTokenizer} from "./IncrementalTokenizer.js";
+import type {CommittedToken} from "./IncrementalTokenizer.js";
+import type {StreamGuard} from "./StreamGuard.js";
+import {streamAssistantHeaderSegments, streamPromptSegments} from "./streamTemplate.js";
+import type {Flag, ResponseReport, TokenVerdict, Verdict} from "./types.js";
+
+/**
+ * One conversation being monitored: its prompt verdict, then every response token's verdict as tokens arrive.
+ * Created by {@link StreamGuard.createSession}. Calls on one session are applied in order.
+ */
+export class StreamSession {
+    private readonly tokenizer: IncrementalTokenizer;
+    private decoder = new TextDecoder("utf-8", {fatal: false});
+    private rule: DecisionRule;
+    private readonly verdicts: TokenVerdict[] = [];
+    /** Tokens of the sequence (prompt + header + response) in the KV cache. */
+    private length: number;
+    private readonly responseStart: number;
+    private textLength = 0;
+    private queue: Promise<unknown> = Promise.resolve();
+    private disposed = false;
+
+    private constructor(
+        private readonly guard: StreamGuard,
+        private readonly sequence: number,
+        readonly promptVerdict: Verdict,
+        readonly policy: ResolvedPolicy,
+        promptLength: number
+    ) {
+        const model = guard._model;
+        this.tokenizer = new IncrementalTokenizer((text, special) => model.tokenize(text, special), (token) => model.tokenBytes(token).length);
+        this.rule = new DecisionRule(policy);
+        this.length = promptLength;
+        this.responseStart = promptLength;
+    }
+
+    /** @internal */
+    static async _open(guard: StreamGuard, messages: Message[], thinking: boolean, policy: ResolvedPolicy): Promise<StreamSession> {
+        const model = guard._model;
+        const tokenize = (text: string, special: boolean) => model.tokenize(text, special);
+        const prompt = tokenizeSegments(streamPromptSegments(messages), tokenize);
+        const header = tokenizeSegments(streamAssistantHeaderSegments(thinking), tokenize);
+        const total = prompt.length + header.length;
+        if (total > guard.sessionTokenLimit)
+            throw new Error(`The conversation is ${prompt.length} tokens (+${header.length} for the assistant header), ` +
+                `over the session limit of ${guard.sessionTokenLimit} tokens (contextSize ${guard.options.contextSize}, ` +
+                `model context ${guard.info.trainContextSize})`);
+
+        const sequence = guard._context.acquireSequence();
+        try {
+            const result = await guard._evaluator.evaluate({
+                sequence,
+                tokens: Int32Array.from([...prompt, ...header]),
+                outputs: Int32Array.of(prompt.length - 1),
+                heads: AddonHead.query
+            });
+            const [promptVerdict] = headVerdicts(result.query!, guard.labels.query);
+            return new StreamSession(guard, sequence, promptVerdict, policy, total);
+        } catch (error) {
+            guard._context.releaseSequence(sequence);
+            throw error;
+        }
+    }
+
+    /** The flag once the decision rule has fired; null until then. */
+    get flag(): Flag | null {
+        return this.rule.flag;
+    }
+
+    /** Tokens at the end that count as unsafe but have not fired the rule yet: a monitor holds their text back. */
+    get pendingUnsafeTokens(): number {
+        return this.rule.pendingRun;
+    }
+
+    /** Verdicts of all response tokens so far. */
+    get tokens(): readonly TokenVerdict[] {
+        return this.verdicts;
+    }
+
+    /** Text received by {@link pushText} but not yet scored (the unstable tail of the tokenization). */
+    get heldBackText(): string {
+        return this.tokenizer.heldBack;
+    }
+
+    /**
+     * Appends response text, in any chunking: the tokens scored equal those of the whole text. Tokens that can still
+     * change (the last pre-tokens) wait for more text or {@link finish}.
+     * @returns the verdicts of the tokens scored by this call
+     */
+    pushText(chunk: string): Promise<TokenVerdict[]> {
+        if (typeof chunk !== "string")
+            return Promise.reject(new TypeError(`Expected a string for "chunk" but received ${describeValue(chunk)}`));
+        return this.enqueue(() => this.score(this.tokenizer.push(chunk)));
+    }
+
+    /**
+     * Appends response tokens (Qwen3 vocabulary ids, e.g. straight from a generator on the same tokenizer).
+     * @returns their verdicts
+     */
+    pushTokens(ids: Iterable<number>): Promise<TokenVerdict[]> {
+        let tokens: number[];
+        try {
+            tokens = this.checkTokens(ids);
+        } catch (error) {
+            return Promise.reject(error);
+        }
+        return this.enqueue(() => {
+            if (this.tokenizer.heldBack.length > 0)
+                throw new Error("pushTokens after pushText: call finish() first so the held-back text is scored");
+            return this.score(tokens.map((id) => ({id, offset: -1})));
+        });
+    }
+
+    /** Scores the text still held back by the tokenizer (end of response). */
+    finish(): Promise<TokenVerdict[]> {
+        return this.enqueue(() => this.score(this.tokenizer.finish()));
+    }
+
+    /**
+     * Goes back to the first `tokenCount` response tokens (a generator that re-samples): later tokens leave the KV
+     * cache and the verdicts, and the decision rule is replayed over the kept ones.
+     */
+    truncate(tokenCount: number): Promise<void> {
+        return this.enqueue(async () => {
+            if (!Number.isInteger(tokenCount) || tokenCount < 0 || tokenCount > this.verdicts.length)
+                throw new TypeError(`Expected an integer between 0 and ${this.verdicts.length} for "tokenCount" but received ${describeValue(tokenCount)}`);
+            if (this.tokenizer.heldBack.length > 0)
+                throw new Error("truncate while text is held back: call finish() first");
+            this.verdicts.length = tokenCount;
+            this.length = this.responseStart + tokenCount;
+            this.guard._context.truncateSequence(this.sequence, this.length);
+            this.rule = new DecisionRule(this.policy);
+            this.decoder = new TextDecoder("utf-8", {fatal: false});
+            this.textLength = tokenCount === 0 ? 0 : this.verdicts[tokenCount - 1].textOffset + this.verdicts[tokenCount - 1].text.length;
+            for (const verdict of this.verdicts)
+                this.rule.push(verdict, verdict.index, verdict.textOffset);
+        });
+    }
+
+    /** The report over the response so far. */
+    report(): ResponseReport {
+        const {level, category} = responseLevel(this.verdicts);
+        return {level, category, flag: this.flag, flagged: this.flag != null, tokens: [...this.verdicts]};
+    }
+
+    /** Frees the session's sequence. Safe to call twice. */
+    async dispose(): Promise<void> {
+        if (this.disposed)
+            return;
+        this.disposed = true;
+        await this.queue.catch(() => undefined);
+        this.guard._context.releaseSequence(this.sequence);
+        this.guard._forget(this);
+    }
+
+    private enqueue<T>(work: () => T | Promise<T>): Promise<T> {
+        const run = this.queue.then(() => {
+            if (this.disposed)
+                throw new Error("This StreamSession has been disposed");
+            this.guard.assertOpen();
+            return work();
+        });
+        this.queue = run.catch(() => undefined);
+        return run;
+    }
+
+    private checkTokens(ids: Iterable<number>): number[] {
+        if (ids == null || typeof (ids as Iterable<number>)[Symbol.iterator] !== "function")
+            throw new TypeError(`Expected an iterable of token ids for "ids" but received ${describeValue(ids)}`);
+        const tokens = [...ids];
+        const vocabSize = this.guard.info.vocabSize;
+        tokens.forEach((id, i) => {
+            if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+                throw new TypeError(`Expected token ids between 0 and ${vocabSize - 1} but ids[${i}] is ${describeValue(id)}`);
+        });
+        return tokens;
+    }
+
+    private async score(tokens: CommittedToken[]): Promise<TokenVerdict[]> {
+        if (tokens.length === 0)
+            return [];
+        const limit = this.guard.sessionTokenLimit;
+        if (this.length + tokens.length > limit)
+            throw new Error(`The session would hold ${this.length + tokens.length} tokens, over its limit of ${limit} ` +
+                `(contextSize ${this.guard.options.contextSize}, model context ${this.guard.info.trainContextSize}); ` +
+                `${tokens.length} response tokens were not scored`);
+
+        const result = await this.guard._evaluator.evaluate({
+            sequence: this.sequence,
+            tokens: Int32Array.from(tokens, (token) => token.id),
+            outputs: Int32Array.from(tokens, (_, i) => i),
+            heads: AddonHead.response
+        });
+        this.length += tokens.length;
+
+        const verdicts = headVerdicts(result.response!, this.guard.labels.response);
+        return tokens.map((token, i) => {
+            const text = this.decoder.decode(this.guard._model.tokenBytes(token.id), {stream: true});
+            const textOffset = token.offset >= 0 ? token.offset : this.textLength;
+            this.textLength = textOffset + text.length;
+            const verdict: TokenVerdict = {...verdicts[i], index: this.verdicts.length, token: token.id, text, textOffset};
+            this.verdicts.push(verdict);
+            this.rule.push(verdict, verdict.index, textOffset);
+            return verdict;
+        });
+    }
+}
