@@ -1,6 +1,9 @@
 import {Command, CommanderError} from "commander";
 import {packageVersion} from "../index.js";
 import {UsageError} from "./UsageError.js";
+import {registerConvertCommand} from "./convertCommand.js";
+import {registerInfoCommand} from "./infoCommand.js";
+import {registerQuantizeCommand} from "./quantizeCommand.js";
 import {registerStreamCommand} from "./streamCommand.js";
 import {printVersion} from "./versionCommand.js";
 
@@ -30,6 +33,9 @@ export async function main(args: string[]): Promise<number> {
     const setExitCode = (code: number) => {
         exitCode = code;
     };
+    registerConvertCommand(program);
+    registerQuantizeCommand(program);
+    registerInfoCommand(program);
     registerStreamCommand(program, setExitCode);
 
     try {

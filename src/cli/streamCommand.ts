@@ -65,6 +65,7 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
 
         const judged = new JudgedText(session);
         let echoed = 0;
+        let marking = false;
         const echo = (all: boolean) => {
             if (options.json)
                 return;
@@ -73,14 +74,21 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
             // mark / continue: everything is echoed, a run that may still fire waits until it is decided
             const tokens = session.tokens;
             const end = session.flag != null || all ? tokens.length : tokens.length - session.pendingUnsafeTokens;
-            const policy = session.policy;
-            out(tokens.slice(echoed, end).map((token) => options.onUnsafe === "mark" && session.flag != null &&
-                token.index >= session.flag.startIndex && countsAsUnsafe(token, policy) ? mark(token.text) : token.text).join(""));
+            let text = "";
+            for (const token of tokens.slice(echoed, end)) {
+                const flagged = options.onUnsafe === "mark" && session.flag != null && token.index >= session.flag.startIndex &&
+                    countsAsUnsafe(token, session.policy);
+                if (flagged !== marking)
+                    text += flagged ? markStart() : markEnd();
+                marking = flagged;
+                text += token.text;
+            }
+            out(text);
             echoed = Math.max(echoed, end);
         };
         const report = (verdicts: TokenVerdict[]) => {
             if (options.json && options.tokens)
-                for (const verdict of verdicts)
+                for (const verdict of verdicts.filter((v) => options.onUnsafe !== "stop" || session.flag == null || v.index <= session.flag.index))
                     event({type: "token", index: verdict.index, token: verdict.token, text: verdict.text, ...verdictJson(verdict)});
         };
 
@@ -103,6 +111,8 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
                 event({type: "flag", ...session.flag});
         }
         echo(session.flag == null);
+        if (marking)
+            out(markEnd());
 
         const summary = session.report();
         const flagged = summary.flagged || promptFlagged;
@@ -123,9 +133,13 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
     }
 }
 
-/** Highlights unsafe text: inverse video on a colour terminal, else between ⟦ ⟧. */
-function mark(text: string): string {
-    return colorEnabled(process.stdout) ? paint("inverse", text, process.stdout) : `⟦${text}⟧`;
+/** Unsafe text is shown in inverse video on a colour terminal, else between ⟦ ⟧. */
+function markStart(): string {
+    return colorEnabled(process.stdout) ? "\u001b[7m" : "⟦";
+}
+
+function markEnd(): string {
+    return colorEnabled(process.stdout) ? "\u001b[27m" : "⟧";
 }
 
 function verdictJson(verdict: Verdict) {

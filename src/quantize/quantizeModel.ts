@@ -1,0 +1,100 @@
+import {copyFileSync, existsSync, statSync} from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {GgufValueType, LlamaFileType, readGguf} from "../../gguf/index.js";
+import {describeValue} from "../conversation/messages.js";
+import {loadLlamaRuntime} from "../native/loadAddon.js";
+import {integerOption, stringOption} from "../options.js";
+
+/** The quantization types llama.cpp produces without an importance matrix, by their usual names. */
+export const quantizationTypes = {
+    F32: LlamaFileType.ALL_F32,
+    F16: LlamaFileType.MOSTLY_F16,
+    BF16: LlamaFileType.MOSTLY_BF16,
+    Q8_0: LlamaFileType.MOSTLY_Q8_0,
+    Q6_K: LlamaFileType.MOSTLY_Q6_K,
+    Q5_K_M: LlamaFileType.MOSTLY_Q5_K_M,
+    Q5_K_S: LlamaFileType.MOSTLY_Q5_K_S,
+    Q5_1: LlamaFileType.MOSTLY_Q5_1,
+    Q5_0: LlamaFileType.MOSTLY_Q5_0,
+    Q4_K_M: LlamaFileType.MOSTLY_Q4_K_M,
+    Q4_K_S: LlamaFileType.MOSTLY_Q4_K_S,
+    Q4_1: LlamaFileType.MOSTLY_Q4_1,
+    Q4_0: LlamaFileType.MOSTLY_Q4_0,
+    IQ4_NL: LlamaFileType.MOSTLY_IQ4_NL,
+    IQ4_XS: LlamaFileType.MOSTLY_IQ4_XS,
+    Q3_K_L: LlamaFileType.MOSTLY_Q3_K_L,
+    Q3_K_M: LlamaFileType.MOSTLY_Q3_K_M,
+    Q3_K_S: LlamaFileType.MOSTLY_Q3_K_S,
+    Q2_K: LlamaFileType.MOSTLY_Q2_K
+} as const;
+
+export type QuantizationType = keyof typeof quantizationTypes;
+
+export interface QuantizeModelOptions {
+    /** CPU threads; default: all cores. */
+    threads?: number,
+    /** Called about 4 times a second with the bytes written so far. */
+    onProgress?: (progress: {bytesWritten: number, elapsedMs: number}) => void
+}
+
+export interface QuantizeModelResult {
+    outputPath: string,
+    type: QuantizationType,
+    bytes: number,
+    /** The Stream head copied beside the output, when the input is a Stream backbone in another folder. */
+    headPath: string | null,
+    elapsedMs: number
+}
+
+/**
+ * Quantizes a GGUF model with llama.cpp's own `llama_model_quantize` (on a worker thread).
+ * For a Stream backbone the placeholder LM head is left as it is and the head file is untouched (copied beside the
+ * output when that is another folder, since the backbone names it).
+ * @param type one of {@link quantizationTypes} (case-insensitive)
+ * @throws TypeError for an unknown type or bad option; Error when the input is missing or llama.cpp fails
+ * @example
+ * await quantizeModel("guard-f16.gguf", "guard-Q4_K_M.gguf", "Q4_K_M");
+ */
+export async function quantizeModel(input: string, output: string, type: string, options: QuantizeModelOptions = {}): Promise<QuantizeModelResult> {
+    const inputPath = path.resolve(stringOption("input", input));
+    const outputPath = path.resolve(stringOption("output", output));
+    const typeName = String(type).toUpperCase() as QuantizationType;
+    if (!(typeName in quantizationTypes))
+        throw new TypeError(`Expected one of ${Object.keys(quantizationTypes).join(", ")} for "type" but received ${describeValue(type)}`);
+    const threads = integerOption("threads", options.threads ?? os.availableParallelism(), 1, 1024);
+    if (!existsSync(inputPath))
+        throw new Error(`Input model ${inputPath} does not exist`);
+    if (inputPath === outputPath)
+        throw new Error(`Expected an output path other than the input ${inputPath}`);
+
+    const {metadata} = await readGguf(inputPath);
+    const isStreamBackbone = metadata.find("qwen3guard.variant", GgufValueType.STRING) === "stream-backbone";
+    let headPath: string | null = null;
+    if (isStreamBackbone) {
+        const headFile = metadata.getString("qwen3guard.stream.head_file");
+        const source = path.join(path.dirname(inputPath), headFile);
+        const target = path.join(path.dirname(outputPath), headFile);
+        if (source !== target) {
+            if (!existsSync(source))
+                throw new Error(`The Stream head ${source} named by ${inputPath} does not exist: convert the checkpoint again`);
+            copyFileSync(source, target);
+            headPath = target;
+        }
+    }
+
+    const {addon} = await loadLlamaRuntime();
+    const started = performance.now();
+    const timer = options.onProgress != null
+        ? setInterval(() => {
+            const bytesWritten = existsSync(outputPath) ? statSync(outputPath).size : 0;
+            options.onProgress!({bytesWritten, elapsedMs: performance.now() - started});
+        }, 250)
+        : undefined;
+    try {
+        await addon.quantizeModel({inputPath, outputPath, ftype: quantizationTypes[typeName], threads, keepOutputTensor: isStreamBackbone});
+    } finally {
+        clearInterval(timer);
+    }
+    return {outputPath, type: typeName, bytes: statSync(outputPath).size, headPath, elapsedMs: performance.now() - started};
+}
