@@ -1,3 +1,4 @@
+import {preTokenPattern} from "../conversation/plainText.js";
 import type {TokenizeFunction} from "../conversation/TokenSegments.js";
 
 /** A token committed from a text stream, with the UTF-16 offset in the whole text where its bytes start. */
@@ -5,12 +6,6 @@ export interface CommittedToken {
     id: number,
     offset: number
 }
-
-/**
- * Qwen2's pre-tokenizer split (tokenizer.json `pre_tokenizer`). Byte-level BPE never merges across these pieces,
- * so a piece that can no longer change tokenizes the same alone as inside the whole text.
- */
-const preTokenPattern = /'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
 
 /**
  * How many trailing pre-tokens are held back: more text can extend the last piece (`'` → `'s`, `!` → `!abc`, a

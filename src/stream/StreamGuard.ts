@@ -2,6 +2,9 @@ import {existsSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {GgufValueType, readGguf} from "../../gguf/index.js";
+import type {GgufFile} from "../../gguf/index.js";
+import {addedTokenIds, plainTextTokenizer} from "../conversation/plainText.js";
+import type {TokenizeFunction} from "../conversation/TokenSegments.js";
 import {validateMessages} from "../conversation/messages.js";
 import type {Message} from "../conversation/messages.js";
 import type {AddonStreamContext, AddonStreamModel, AddonStreamModelInfo} from "../native/AddonTypes.js";
@@ -80,6 +83,8 @@ export class StreamGuard {
         /** @internal */ readonly _context: AddonStreamContext,
         readonly info: AddonStreamModelInfo,
         readonly labels: StreamLabels,
+        /** @internal The model's tokenizer; with parsing off it never yields an added token. */
+        readonly _tokenize: TokenizeFunction,
         readonly options: Readonly<Required<Omit<StreamGuardOptions, "gpu">>>
     ) {
         this._evaluator = new StreamEvaluator(_context);
@@ -95,7 +100,8 @@ export class StreamGuard {
         const model = path.resolve(stringOption("model", options.model));
         if (!existsSync(model))
             throw new Error(`Model file ${model} does not exist`);
-        const head = options.head != null ? path.resolve(stringOption("head", options.head)) : await defaultHeadPath(model);
+        const gguf = await readGguf(model);
+        const head = options.head != null ? path.resolve(stringOption("head", options.head)) : defaultHeadPath(model, gguf);
         if (!existsSync(head))
             throw new Error(`Head file ${head} does not exist: pass the Stream head GGUF written by \`qwenguard convert\` as "head"`);
 
@@ -114,7 +120,8 @@ export class StreamGuard {
             };
             const contextSize = integerOption("contextSize", options.contextSize ?? info.trainContextSize, 16, 1 << 22);
             const context = await native.createContext({contextSize, maxSequences: maxSessions, batchSize, threads});
-            return new StreamGuard(native, context, info, labels, {model, head, threads, gpuLayers, contextSize, maxSessions, batchSize});
+            const tokenize = plainTextTokenizer((text, special) => native.tokenize(text, special), addedTokenIds(gguf));
+            return new StreamGuard(native, context, info, labels, tokenize, {model, head, threads, gpuLayers, contextSize, maxSessions, batchSize});
         } catch (error) {
             await native.dispose();
             throw error;
@@ -199,8 +206,7 @@ export class StreamGuard {
     }
 }
 
-async function defaultHeadPath(model: string): Promise<string> {
-    const {metadata} = await readGguf(model);
+function defaultHeadPath(model: string, {metadata}: GgufFile): string {
     const variant = metadata.find("qwen3guard.variant", GgufValueType.STRING);
     if (variant !== "stream-backbone")
         throw new Error(`Model ${model} is not a Qwen3Guard-Stream backbone (qwen3guard.variant is ${variant == null ? "missing" : JSON.stringify(variant)}): ` +

@@ -17,7 +17,10 @@ import type {Flag, ResponseReport, TokenVerdict, Verdict} from "./types.js";
  */
 export class StreamSession {
     private readonly tokenizer: IncrementalTokenizer;
+    /** Decodes the response tokens' bytes for display. */
     private decoder = new TextDecoder("utf-8", {fatal: false});
+    /** Decodes UTF-8 byte chunks given to pushText, keeping a character split across chunks. */
+    private readonly utf8Input = new TextDecoder("utf-8", {fatal: false});
     private rule: DecisionRule;
     private readonly verdicts: TokenVerdict[] = [];
     /** Tokens of the sequence (prompt + header + response) in the KV cache. */
@@ -35,7 +38,7 @@ export class StreamSession {
         promptLength: number
     ) {
         const model = guard._model;
-        this.tokenizer = new IncrementalTokenizer((text, special) => model.tokenize(text, special), (token) => model.tokenBytes(token).length);
+        this.tokenizer = new IncrementalTokenizer(guard._tokenize, (token) => model.tokenBytes(token).length);
         this.rule = new DecisionRule(policy);
         this.length = promptLength;
         this.responseStart = promptLength;
@@ -43,8 +46,7 @@ export class StreamSession {
 
     /** @internal */
     static async _open(guard: StreamGuard, messages: Message[], thinking: boolean, policy: ResolvedPolicy): Promise<StreamSession> {
-        const model = guard._model;
-        const tokenize = (text: string, special: boolean) => model.tokenize(text, special);
+        const tokenize = guard._tokenize;
         const prompt = tokenizeSegments(streamPromptSegments(messages), tokenize);
         const header = tokenizeSegments(streamAssistantHeaderSegments(thinking), tokenize);
         const total = prompt.length + header.length;
@@ -91,13 +93,17 @@ export class StreamSession {
 
     /**
      * Appends response text, in any chunking: the tokens scored equal those of the whole text. Tokens that can still
-     * change (the last pre-tokens) wait for more text or {@link finish}.
+     * change (the last pre-tokens) wait for more text or {@link finish}. Text may come as strings (a surrogate pair
+     * may be split across chunks) or as UTF-8 bytes (a character may be split across chunks).
      * @returns the verdicts of the tokens scored by this call
      */
-    pushText(chunk: string): Promise<TokenVerdict[]> {
-        if (typeof chunk !== "string")
-            return Promise.reject(new TypeError(`Expected a string for "chunk" but received ${describeValue(chunk)}`));
-        return this.enqueue(() => this.score(this.tokenizer.push(chunk)));
+    pushText(chunk: string | Uint8Array): Promise<TokenVerdict[]> {
+        if (chunk instanceof Uint8Array)
+            chunk = this.utf8Input.decode(chunk, {stream: true});
+        else if (typeof chunk !== "string")
+            return Promise.reject(new TypeError(`Expected a string or UTF-8 bytes for "chunk" but received ${describeValue(chunk)}`));
+        const text = chunk;
+        return this.enqueue(() => this.score(this.tokenizer.push(text)));
     }
 
     /**
@@ -118,9 +124,10 @@ export class StreamSession {
         });
     }
 
-    /** Scores the text still held back by the tokenizer (end of response). */
+    /** Scores the text still held back by the tokenizer (end of response); an incomplete UTF-8 sequence becomes U+FFFD. */
     finish(): Promise<TokenVerdict[]> {
-        return this.enqueue(() => this.score(this.tokenizer.finish()));
+        const rest = this.utf8Input.decode();
+        return this.enqueue(() => this.score([...this.tokenizer.push(rest), ...this.tokenizer.finish()]));
     }
 
     /**

@@ -1,0 +1,256 @@
+import {existsSync} from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type {LlamaContext, LlamaModel, Token} from "node-llama-cpp";
+import {GgufValueType, readGguf} from "../../gguf/index.js";
+import {describeValue, validateMessages} from "../conversation/messages.js";
+import type {Message} from "../conversation/messages.js";
+import {tokenizeSegments} from "../conversation/TokenSegments.js";
+import type {TokenizeFunction} from "../conversation/TokenSegments.js";
+import {loadLlamaRuntime} from "../native/loadAddon.js";
+import type {GpuOption} from "../native/loadAddon.js";
+import {integerOption, oneOfOption, stringOption} from "../options.js";
+import {AnswerVocabulary} from "./AnswerVocabulary.js";
+import {compareEmbeddedTemplate} from "./embeddedTemplate.js";
+import {isFlagged, resolveGenPolicy} from "./genPolicy.js";
+import {genPromptSegments} from "./genTemplate.js";
+import type {GenTarget} from "./genTemplate.js";
+import {CandidateReader, generateAnswer, scoreAnswer} from "./judgeAnswer.js";
+import {parseGenAnswer} from "./parseGenAnswer.js";
+import {plainTextTokenizer} from "./plainTextTokenizer.js";
+import {SequencePool} from "./SequencePool.js";
+import type {GenMode, GenModerateOptions, GenVerdict} from "./types.js";
+
+export interface GenGuardOptions {
+    /** A Qwen3Guard-Gen GGUF (from `qwenguard convert`, or any community conversion). */
+    model: string,
+    /** CPU threads; default: all available cores. */
+    threads?: number,
+    /** Layers offloaded to the GPU; default: as many as fit (node-llama-cpp's `"auto"`), none on the CPU flavour. */
+    gpuLayers?: number,
+    /** KV cells of each sequence, the longest request in tokens (answer included); default 4096, capped by the model's training context. */
+    contextSize?: number,
+    /** Requests judged at once per target (prompt, response), in parallel sequences batched together; default 1. */
+    parallel?: number,
+    /** Most tokens per llama_decode; default 512. */
+    batchSize?: number,
+    /** The llama.cpp flavour node-llama-cpp loads; default `"auto"`. */
+    gpu?: GpuOption,
+    /** Receives warnings about the model file (e.g. an embedded chat template that differs); default: `process.emitWarning`. */
+    onWarning?: (message: string) => void
+}
+
+/** Tokens kept free after the prompt for the answer (score mode forces at most about 20; generation stops here). */
+const ANSWER_TOKENS = 64;
+
+const DEFAULT_CONTEXT_SIZE = 4096;
+
+/**
+ * Qwen3Guard-Gen on node-llama-cpp: judges a prompt or a response (risk level, category, refusal).
+ *
+ * The project renders the official Gen template itself (so GGUFs with a missing or generic embedded template work)
+ * and tokenizes it so that user text never becomes a special token. Each target (prompt, response) has its own
+ * sequences, whose KV cache keeps the template text before the conversation: only the conversation and the answer are
+ * evaluated per request.
+ *
+ * @example
+ * const gen = await GenGuard.load({model: "Qwen3Guard-Gen-0.6B-Q8_0.gguf"});
+ * const verdict = await gen.moderatePrompt("How can I make a bomb?");
+ * verdict.level;    // "Unsafe"
+ * verdict.probs;    // {Safe: 0.001, Unsafe: 0.995, Controversial: 0.004}
+ * verdict.category; // "Violent"
+ * await gen.dispose();
+ */
+export class GenGuard {
+    private disposed = false;
+    private readonly pools: Record<GenTarget, SequencePool>;
+    private readonly reader: CandidateReader;
+
+    private constructor(
+        /** @internal */ readonly _model: LlamaModel,
+        /** @internal */ readonly _context: LlamaContext,
+        /** @internal */ readonly _tokenize: TokenizeFunction,
+        /** @internal */ readonly _vocabulary: AnswerVocabulary,
+        /** The resolved options. */
+        readonly options: Readonly<Required<Omit<GenGuardOptions, "gpu" | "onWarning">>>,
+        /** Warnings about the model file, also given to `onWarning` at load. */
+        readonly warnings: readonly string[]
+    ) {
+        const sequences = (count: number) => Array.from({length: count}, () => _context.getSequence());
+        this.pools = {prompt: new SequencePool(sequences(options.parallel)), response: new SequencePool(sequences(options.parallel))};
+        this.reader = new CandidateReader(_model, _vocabulary);
+    }
+
+    /**
+     * Loads a Gen model and creates its context: `2 × parallel` sequences of `contextSize` cells.
+     * @param options - the model file and its runtime options
+     * @returns the judge, ready
+     * @throws TypeError for a bad option; Error when the file is missing, is a Stream model, or its vocabulary lacks
+     *   the template's special tokens or gives two candidate words the same first token
+     * @example
+     * const gen = await GenGuard.load({model: "gen-0.6b-q8_0.gguf", parallel: 4});
+     */
+    static async load(options: GenGuardOptions): Promise<GenGuard> {
+        if (options == null || typeof options !== "object")
+            throw new TypeError("Expected an options object {model, threads?, gpuLayers?, contextSize?, parallel?} for GenGuard.load");
+        const modelPath = path.resolve(stringOption("model", options.model));
+        const threads = integerOption("threads", options.threads ?? Math.max(1, os.availableParallelism()), 1, 1024);
+        const gpuLayers = options.gpuLayers == null ? undefined : integerOption("gpuLayers", options.gpuLayers, 0, 100000);
+        const parallel = integerOption("parallel", options.parallel ?? 1, 1, 64);
+        const batchSize = integerOption("batchSize", options.batchSize ?? 512, 1, 65536);
+        if (options.onWarning != null && typeof options.onWarning !== "function")
+            throw new TypeError(`Expected a function for "onWarning" but received ${describeValue(options.onWarning)}`);
+        if (!existsSync(modelPath))
+            throw new Error(`Model file ${modelPath} does not exist`);
+
+        const {metadata} = await readGguf(modelPath);
+        const variant = metadata.find("qwen3guard.variant", GgufValueType.STRING);
+        if (variant === "stream-backbone" || variant === "stream-head")
+            throw new Error(`Model ${modelPath} is a Qwen3Guard-Stream ${variant === "stream-head" ? "head" : "backbone"}: load it with StreamGuard`);
+        const trainContextSize = metadata.find(`${metadata.find("general.architecture", GgufValueType.STRING)}.context_length`, GgufValueType.UINT32);
+        const contextSize = integerOption("contextSize", options.contextSize ?? Math.min(DEFAULT_CONTEXT_SIZE, trainContextSize ?? DEFAULT_CONTEXT_SIZE),
+            ANSWER_TOKENS + 16, trainContextSize ?? 1 << 20);
+
+        const {llama} = await loadLlamaRuntime(options.gpu != null ? {gpu: options.gpu} : {});
+        const model = await llama.loadModel({modelPath, gpuLayers: gpuLayers ?? (llama.gpu === false ? 0 : "auto")});
+        try {
+            const tokenize = modelTokenizer(model);
+            const vocabulary = AnswerVocabulary.derive((text) => [...tokenize(text, false)]);
+            const context = await model.createContext({contextSize, sequences: 2 * parallel, threads, batchSize});
+
+            const warnings: string[] = [];
+            const templateProblem = compareEmbeddedTemplate(metadata.find("tokenizer.chat_template", GgufValueType.STRING));
+            if (templateProblem != null)
+                warnings.push(`The chat template embedded in ${modelPath} ${templateProblem}; qwenguard renders the official template itself, ` +
+                    "so verdicts are unaffected");
+            const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, "QwenguardWarning"));
+            warnings.forEach((message) => warn(message));
+
+            return new GenGuard(model, context, tokenize, vocabulary,
+                {model: modelPath, threads, gpuLayers: model.gpuLayers, contextSize, parallel, batchSize}, warnings);
+        } catch (error) {
+            await model.dispose();
+            throw error;
+        }
+    }
+
+    /** The longest rendered prompt a request may have, in tokens: `contextSize` minus the tokens kept for the answer. */
+    get promptTokenLimit(): number {
+        return this.options.contextSize - ANSWER_TOKENS;
+    }
+
+    /**
+     * Judges a conversation: its last user message (prompt moderation) when it ends with one, else its last assistant
+     * message (response moderation, with a refusal judgement).
+     * @param messages - the conversation; it must contain a user message and end with a user or assistant message
+     * @param options - `mode` (`"score"` by default, or `"generate"`) and `policy` (`"strict"` by default)
+     * @returns the verdict
+     * @throws TypeError for bad messages or options; Error when the rendered prompt is over {@link promptTokenLimit};
+     *   MalformedAnswerError (generate mode) when the model's answer does not follow the format, quoting it
+     * @example
+     * const verdict = await gen.moderate([{role: "user", content: "hi"}, {role: "assistant", content: "Hello!"}]);
+     * verdict.target;  // "response"
+     * verdict.refusal; // "No"
+     */
+    async moderate(messages: Message[], options: GenModerateOptions = {}): Promise<GenVerdict> {
+        this.assertOpen();
+        if (options == null || typeof options !== "object")
+            throw new TypeError(`Expected an options object {mode?, policy?} but received ${describeValue(options)}`);
+        const checked = validateMessages(messages);
+        const mode = oneOfOption<GenMode>("mode", options.mode ?? "score", ["score", "generate"]);
+        const policy = resolveGenPolicy(options.policy);
+        const {target, segments} = genPromptSegments(checked);
+        const prompt = tokenizeSegments(segments, this._tokenize);
+        if (prompt.length > this.promptTokenLimit)
+            throw new Error(`The conversation renders to ${prompt.length} tokens in the Gen template, over the limit of ${this.promptTokenLimit} ` +
+                `(contextSize ${this.options.contextSize} minus ${ANSWER_TOKENS} for the answer): pass a larger "contextSize" ` +
+                `(this model was trained on ${this._model.trainContextSize})`);
+
+        return this.pools[target].use(prompt, async (sequence, cached) => {
+            this.assertOpen();
+            const usage = {promptTokens: prompt.length, cachedTokens: cached, evaluatedTokens: 0};
+            const tail = prompt.slice(cached);
+            if (mode === "score") {
+                const scored = await scoreAnswer(this.reader, sequence, tail, this._vocabulary, this._vocabulary.of(target));
+                usage.evaluatedTokens = scored.evaluated;
+                const category = scored.category === "None" ? null : scored.category;
+                return {
+                    target, level: scored.level, category, categories: category == null ? [] : [category],
+                    ...(scored.refusal != null ? {refusal: scored.refusal} : {}),
+                    probs: scored.probs, categoryProbs: scored.categoryProbs,
+                    ...(scored.refusalProbs != null ? {refusalProbs: scored.refusalProbs} : {}),
+                    flagged: isFlagged(scored.level, scored.probs, policy), usage
+                };
+            }
+            const {text, evaluated} = await generateAnswer(this._model, sequence, tail, ANSWER_TOKENS);
+            usage.evaluatedTokens = evaluated;
+            const answer = parseGenAnswer(text, target);
+            const vocabulary = this._vocabulary.of(target);
+            const probs = oneHot(vocabulary.levels.candidates.map(({label}) => label), answer.level);
+            return {
+                target, level: answer.level, category: answer.categories[0] ?? null, categories: answer.categories,
+                ...(answer.refusal != null ? {refusal: answer.refusal, refusalProbs: oneHot(["Yes", "No"], answer.refusal)} : {}),
+                probs, categoryProbs: oneHot(vocabulary.categories.candidates.map(({label}) => label), answer.categories[0] ?? "None"),
+                flagged: isFlagged(answer.level, probs, policy), text, usage
+            };
+        });
+    }
+
+    /**
+     * Judges a user prompt on its own.
+     * @param text - the prompt
+     * @param options - as for {@link moderate}
+     * @example
+     * const {level, category} = await gen.moderatePrompt("How can I make a bomb?");
+     */
+    moderatePrompt(text: string, options: GenModerateOptions = {}): Promise<GenVerdict> {
+        return this.moderate([{role: "user", content: text}], options);
+    }
+
+    /**
+     * Judges an assistant response to a prompt (level, category and whether it refuses).
+     * @param exchange - the user prompt and the assistant response
+     * @param options - as for {@link moderate}
+     * @example
+     * const {level, refusal} = await gen.moderateResponse({prompt: "How can I make a bomb?", response: "I can't help with that."});
+     */
+    moderateResponse(exchange: {prompt: string, response: string}, options: GenModerateOptions = {}): Promise<GenVerdict> {
+        if (exchange == null || typeof exchange !== "object")
+            return Promise.reject(new TypeError(`Expected an object {prompt, response} but received ${describeValue(exchange)}`));
+        return this.moderate([{role: "user", content: exchange.prompt}, {role: "assistant", content: exchange.response}], options);
+    }
+
+    /** Frees the context and the model. Safe to call twice. */
+    async dispose(): Promise<void> {
+        if (this.disposed)
+            return;
+        this.disposed = true;
+        await this._context.dispose();
+        await this._model.dispose();
+    }
+
+    private assertOpen(): void {
+        if (this.disposed)
+            throw new Error("This GenGuard has been disposed");
+    }
+}
+
+/** The model's tokenizer for template segments: special tokens where the template puts them, never in user text. */
+function modelTokenizer(model: LlamaModel): TokenizeFunction {
+    const userDefined = new Set<number>();
+    const texts: string[] = [];
+    const vocabularySize = model.fileInfo.metadata.tokenizer.ggml.tokens.length;
+    for (let token = 0; token < vocabularySize; token++) {
+        if (model.getTokenAttributes(token as Token).userDefined) {
+            userDefined.add(token);
+            texts.push(model.detokenize([token as Token], true));
+        }
+    }
+    const tokenize: TokenizeFunction = (text, parseSpecial) => Int32Array.from(model.tokenize(text, parseSpecial));
+    return plainTextTokenizer(tokenize, texts, (token) => userDefined.has(token));
+}
+
+/** Probability 1 for the generated label (also when it is not one of `labels`), 0 for the others. */
+function oneHot<Label extends string>(labels: readonly Label[], chosen: Label): Record<Label, number> {
+    return Object.fromEntries([...new Set([...labels, chosen])].map((label) => [label, label === chosen ? 1 : 0])) as Record<Label, number>;
+}
