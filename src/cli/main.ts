@@ -5,6 +5,7 @@ import {registerConvertCommand} from "./convertCommand.js";
 import {registerInfoCommand} from "./infoCommand.js";
 import {registerQuantizeCommand} from "./quantizeCommand.js";
 import {registerStreamCommand} from "./streamCommand.js";
+import {registerCheckCommand} from "./checkCommand.js";
 import {printVersion} from "./versionCommand.js";
 
 /** Exit codes shared by all commands. */
@@ -37,6 +38,7 @@ export async function main(args: string[]): Promise<number> {
     registerQuantizeCommand(program);
     registerInfoCommand(program);
     registerStreamCommand(program, setExitCode);
+    registerCheckCommand(program, setExitCode);
 
     try {
         if (args.length === 0) {

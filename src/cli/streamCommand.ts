@@ -117,8 +117,10 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
         const summary = session.report();
         const flagged = summary.flagged || promptFlagged;
         if (options.json) {
+            // in stop mode the response ends at the flagged token, whatever arrived after it in the same chunk
+            const tokens = options.onUnsafe === "stop" && summary.flag != null ? summary.flag.index + 1 : summary.tokens.length;
             event({type: "summary", level: summary.level, category: summary.category, flagged, flag: summary.flag,
-                prompt: session.promptVerdict.level, tokens: summary.tokens.length});
+                prompt: session.promptVerdict.level, tokens});
         } else {
             const verdict = summary.flag != null
                 ? `${summary.flag.level}${summary.flag.category != null ? ` (${summary.flag.category})` : ""} at token ${summary.flag.index}` +
