@@ -36,8 +36,12 @@ export class StreamEvaluator {
                 const results = await this.context.evaluate(batch.map((item) => item.request));
                 batch.forEach((item, index) => item.resolve(results[index]));
             } catch (error) {
-                for (const item of batch)
-                    item.reject(error);
+                // the native call is all or nothing: retry each request alone, so only the one at fault fails
+                if (batch.length === 1)
+                    batch[0].reject(error);
+                else
+                    for (const item of batch)
+                        await this.context.evaluate([item.request]).then(([result]) => item.resolve(result), item.reject);
             }
         }
         this.running = false;

@@ -39,7 +39,7 @@ t.test("a missing or stale addon is rebuilt at first use, saying so on stderr", 
     // A private copy of the package, so the rebuild does not disturb the addon other tests use.
     const root = mkdtempSync(path.join(os.tmpdir(), "qwenguard-rebuild-"));
     t.teardown(() => rmSync(root, {recursive: true, force: true}));
-    for (const entry of ["package.json", "CMakeLists.txt", "native", "scripts", path.join("dist", "src")])
+    for (const entry of ["package.json", "CMakeLists.txt", "native", "scripts", path.join("dist", "src"), path.join("dist", "gguf")])
         cpSync(path.join(packageRoot, entry), path.join(root, entry), {recursive: true});
     symlinkSync(path.join(packageRoot, "node_modules"), path.join(root, "node_modules"), "dir");
 

@@ -1,0 +1,550 @@
+#include "qg_stream_context.h"
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "llama-cpp.h"
+#include "llama.h"
+
+// Owns a llama_batch (llama_batch_init / llama_batch_free).
+struct qg_llama_batch {
+    llama_batch batch;
+
+    explicit qg_llama_batch(int32_t n_tokens) : batch(llama_batch_init(n_tokens, 0, 1)) {}
+    ~qg_llama_batch() { llama_batch_free(batch); }
+    qg_llama_batch(const qg_llama_batch &) = delete;
+    qg_llama_batch & operator=(const qg_llama_batch &) = delete;
+};
+
+struct qg_stream_seq {
+    bool     acquired = false;
+    int32_t  n_tokens = 0;
+    uint32_t epoch    = 0;  // bumped by release and truncate: a running evaluate then leaves the length alone
+};
+
+// A KV-cache removal asked for while an evaluate was running: [p0, end) of `seq`.
+struct qg_stream_pending_rm {
+    int32_t seq;
+    int32_t p0;
+};
+
+struct qg_stream_context {
+    const qg_stream_model *  model = nullptr;
+    qg_stream_context_params params;
+    llama_context_ptr        lctx;
+    qg_stream_head_state_ptr head;
+    std::unique_ptr<qg_llama_batch> batch;
+    int32_t                  n_hidden = 0;
+    int32_t                  n_vocab  = 0;
+    bool                     embeddings_on = true;  // llama_set_embeddings state
+
+    std::mutex                        mutex;       // guards what follows
+    std::vector<qg_stream_seq>        seqs;
+    std::vector<qg_stream_pending_rm> pending;
+    bool                              evaluating = false;
+
+    qg_stream_timings timings = {};
+};
+
+qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const qg_stream_context_params & params,
+                                           std::string & error) {
+    if (params.n_seq_max == 0 || params.n_seq_max > llama_max_parallel_sequences()) {
+        error = "Expected maxSequences between 1 and " + std::to_string(llama_max_parallel_sequences()) +
+                " but received " + std::to_string(params.n_seq_max);
+        return nullptr;
+    }
+    if (params.n_threads > QG_STREAM_MAX_THREADS) {
+        error = "Expected at most " + std::to_string(QG_STREAM_MAX_THREADS) + " threads but received " +
+                std::to_string(params.n_threads);
+        return nullptr;
+    }
+    if (params.n_ctx == 0 || params.n_batch == 0) {
+        error = "Expected a positive contextSize and batchSize";
+        return nullptr;
+    }
+    std::unique_ptr<qg_stream_context> ctx(new qg_stream_context());
+    ctx->model  = model;
+    ctx->params = params;
+    if (ctx->params.n_threads <= 0) {
+        ctx->params.n_threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+    }
+
+    llama_context_params cparams = llama_context_default_params();
+    cparams.n_ctx                 = params.n_ctx;
+    cparams.n_batch               = params.n_batch;
+    cparams.n_ubatch              = std::min<uint32_t>(params.n_batch, 512);
+    cparams.n_seq_max             = params.n_seq_max;
+    // llama.cpp reserves room for at least one output per sequence (and asserts it fits in n_outputs_max)
+    cparams.n_outputs_max         = std::max(params.n_batch, params.n_seq_max);
+    cparams.n_outputs_max_per_seq = 0;  // = n_outputs_max: every position of a sequence may be an output
+    cparams.n_threads             = ctx->params.n_threads;
+    cparams.n_threads_batch       = ctx->params.n_threads;
+    cparams.embeddings            = true;  // final-norm hidden states of the output rows
+    cparams.pooling_type          = LLAMA_POOLING_TYPE_NONE;
+    cparams.kv_unified            = true;  // one pool of n_ctx cells for all sequences
+    cparams.no_perf               = true;
+    ctx->lctx.reset(llama_init_from_model(const_cast<llama_model *>(qg_stream_model_get_llama(model)), cparams));
+    if (!ctx->lctx) {
+        error = "llama.cpp could not create a context of " + std::to_string(params.n_ctx) + " cells for " +
+                std::to_string(params.n_seq_max) + " sequences (see llama.cpp's log; out of memory?)";
+        return nullptr;
+    }
+    ctx->head.reset(qg_stream_head_state_init(qg_stream_model_get_head(model), ctx->params.n_threads, error));
+    if (!ctx->head) {
+        return nullptr;
+    }
+    ctx->batch.reset(new qg_llama_batch(static_cast<int32_t>(llama_n_batch(ctx->lctx.get()))));
+    ctx->n_hidden = static_cast<int32_t>(qg_stream_model_get_info(model).n_hidden);
+    ctx->n_vocab  = qg_stream_model_get_info(model).n_vocab;
+    ctx->seqs.resize(params.n_seq_max);
+    return ctx.release();
+}
+
+void qg_stream_context_free(qg_stream_context * ctx) {
+    delete ctx;
+}
+
+qg_stream_timings qg_stream_context_last_timings(const qg_stream_context * ctx) {
+    return ctx->timings;
+}
+
+//
+// sequences (callers hold ctx->mutex)
+//
+
+static bool seq_check_acquired(const qg_stream_context * ctx, int32_t seq, std::string & error) {
+    if (seq < 0 || seq >= static_cast<int32_t>(ctx->seqs.size()) || !ctx->seqs[seq].acquired) {
+        error = "Expected an acquired sequence id but received " + std::to_string(seq);
+        return false;
+    }
+    return true;
+}
+
+// Removes [p0, end) of the sequence from the KV cache now, or after the running evaluate.
+static void seq_rm_locked(qg_stream_context * ctx, int32_t seq, int32_t p0) {
+    if (ctx->evaluating) {
+        ctx->pending.push_back({ seq, p0 });
+        return;
+    }
+    llama_memory_seq_rm(llama_get_memory(ctx->lctx.get()), seq, p0, -1);
+}
+
+static int32_t n_used_locked(const qg_stream_context * ctx) {
+    int32_t n = 0;
+    for (const qg_stream_seq & s : ctx->seqs) {
+        n += s.n_tokens;
+    }
+    return n;
+}
+
+bool qg_stream_context_seq_acquire(qg_stream_context * ctx, int32_t & seq, std::string & error) {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    for (size_t i = 0; i < ctx->seqs.size(); i++) {
+        if (!ctx->seqs[i].acquired) {
+            ctx->seqs[i].acquired = true;
+            ctx->seqs[i].n_tokens = 0;
+            seq = static_cast<int32_t>(i);
+            return true;
+        }
+    }
+    error = "All " + std::to_string(ctx->seqs.size()) + " sequences of this context are in use (maxSequences " +
+            std::to_string(ctx->seqs.size()) + "): release one first, or create the context with a larger maxSequences";
+    return false;
+}
+
+bool qg_stream_context_seq_release(qg_stream_context * ctx, int32_t seq, std::string & error) {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    if (!seq_check_acquired(ctx, seq, error)) {
+        return false;
+    }
+    seq_rm_locked(ctx, seq, 0);
+    qg_stream_seq & s = ctx->seqs[seq];
+    s.acquired = false;
+    s.n_tokens = 0;
+    s.epoch++;
+    return true;
+}
+
+bool qg_stream_context_seq_truncate(qg_stream_context * ctx, int32_t seq, int32_t n_keep, std::string & error) {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    if (!seq_check_acquired(ctx, seq, error)) {
+        return false;
+    }
+    qg_stream_seq & s = ctx->seqs[seq];
+    if (n_keep < 0 || n_keep > s.n_tokens) {
+        error = "Expected a length between 0 and " + std::to_string(s.n_tokens) + " (the tokens sequence " +
+                std::to_string(seq) + " holds) but received " + std::to_string(n_keep);
+        return false;
+    }
+    if (n_keep < s.n_tokens) {
+        seq_rm_locked(ctx, seq, n_keep);
+        s.n_tokens = n_keep;
+    }
+    s.epoch++;
+    return true;
+}
+
+bool qg_stream_context_seq_length(qg_stream_context * ctx, int32_t seq, int32_t & n_tokens, std::string & error) {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    if (!seq_check_acquired(ctx, seq, error)) {
+        return false;
+    }
+    n_tokens = ctx->seqs[seq].n_tokens;
+    return true;
+}
+
+int32_t qg_stream_context_n_used(qg_stream_context * ctx) {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    return n_used_locked(ctx);
+}
+
+static bool check_locked(const qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
+                         std::string & error) {
+    std::vector<bool> seen(ctx->seqs.size(), false);
+    for (size_t r = 0; r < requests.size(); r++) {
+        const qg_stream_request & req = requests[r];
+        const std::string where = "request " + std::to_string(r) + ": ";
+        if (!seq_check_acquired(ctx, req.seq, error)) {
+            error = where + error;
+            return false;
+        }
+        if (seen[req.seq]) {
+            error = where + "sequence " + std::to_string(req.seq) +
+                    " appears in an earlier request of the same evaluate; put all its tokens in one request";
+            return false;
+        }
+        seen[req.seq] = true;
+        if ((req.heads & ~static_cast<uint32_t>(QG_STREAM_HEADS_ALL)) != 0) {
+            error = where + "Expected heads to be a bit set of 1 (query) and 2 (response) but received " +
+                    std::to_string(req.heads);
+            return false;
+        }
+        for (size_t i = 0; i < req.tokens.size(); i++) {
+            if (req.tokens[i] < 0 || req.tokens[i] >= ctx->n_vocab) {
+                error = where + "Expected token ids between 0 and " + std::to_string(ctx->n_vocab - 1) +
+                        " but tokens[" + std::to_string(i) + "] is " + std::to_string(req.tokens[i]);
+                return false;
+            }
+        }
+        int32_t prev = -1;
+        for (size_t i = 0; i < req.outputs.size(); i++) {
+            const int32_t o = req.outputs[i];
+            if (o <= prev || o >= static_cast<int32_t>(req.tokens.size())) {
+                error = where + "Expected outputs to be strictly ascending indices below " +
+                        std::to_string(req.tokens.size()) + " (the number of tokens) but outputs[" + std::to_string(i) +
+                        "] is " + std::to_string(o);
+                return false;
+            }
+            prev = o;
+        }
+    }
+    return true;
+}
+
+bool qg_stream_context_check(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests, std::string & error) {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    return check_locked(ctx, requests, error);
+}
+
+//
+// evaluate
+//
+
+// A run of a request's tokens that are all outputs, or all not.
+struct qg_stream_segment {
+    int32_t req;
+    int32_t begin;
+    int32_t end;
+    bool    output;
+};
+
+struct qg_stream_plan_req {
+    int32_t seq;
+    int32_t pos0;           // tokens the sequence held before this evaluate
+    int32_t out_row0;       // first row of this request in the evaluate's hidden-state rows
+    std::vector<qg_stream_segment> segments;
+    size_t  next = 0;       // next segment to decode
+};
+
+static std::string decode_error_text(int32_t rc, int32_t n_tokens, int32_t n_used, uint32_t n_ctx) {
+    switch (rc) {
+        case 1:
+            return "llama_decode found no KV-cache slot for a batch of " + std::to_string(n_tokens) + " tokens (" +
+                   std::to_string(n_used) + " of " + std::to_string(n_ctx) + " cells in use): release or truncate "
+                   "sequences, or create the context with a larger contextSize";
+        case 2:
+            return "llama_decode was aborted";
+        case -1:
+            return "llama_decode rejected the batch of " + std::to_string(n_tokens) + " tokens as invalid (see llama.cpp's log)";
+        default:
+            return "llama_decode failed with code " + std::to_string(rc) + " on a batch of " + std::to_string(n_tokens) +
+                   " tokens (see llama.cpp's log)";
+    }
+}
+
+// Decodes the given segments in order, in chunks of at most n_batch tokens. With `output`, every token is an output
+// and its hidden state is copied to `hidden` at its request's next row.
+static bool decode_group(qg_stream_context * ctx, std::vector<qg_stream_plan_req> & plan,
+                         const std::vector<qg_stream_request> & requests, const std::vector<qg_stream_segment> & group,
+                         bool output, std::vector<int32_t> & out_next, std::vector<float> & hidden, int32_t n_used,
+                         std::string & error) {
+    llama_context * lctx = ctx->lctx.get();
+    if (ctx->embeddings_on != output) {
+        // With embeddings on, llama.cpp outputs every token of a batch (and runs the LM head on each): only batches
+        // made of output positions run with it on.
+        llama_set_embeddings(lctx, output);
+        ctx->embeddings_on = output;
+    }
+    llama_batch & batch = ctx->batch->batch;
+    const int32_t n_batch = static_cast<int32_t>(llama_n_batch(lctx));
+    const size_t  row_size = static_cast<size_t>(ctx->n_hidden);
+
+    // (request, token index) of each batch row, to route the hidden states
+    std::vector<std::pair<int32_t, int32_t>> rows;
+    rows.reserve(static_cast<size_t>(n_batch));
+
+    size_t  seg = 0;
+    int32_t tok = group.empty() ? 0 : group[0].begin;
+    while (seg < group.size()) {
+        batch.n_tokens = 0;
+        rows.clear();
+        while (seg < group.size() && batch.n_tokens < n_batch) {
+            const qg_stream_segment & s = group[seg];
+            const qg_stream_plan_req & p = plan[s.req];
+            const int32_t i = batch.n_tokens++;
+            batch.token[i]     = requests[s.req].tokens[tok];
+            batch.pos[i]       = p.pos0 + tok;
+            batch.n_seq_id[i]  = 1;
+            batch.seq_id[i][0] = p.seq;
+            batch.logits[i]    = output ? 1 : 0;
+            rows.emplace_back(s.req, tok);
+            if (++tok == s.end) {
+                if (++seg < group.size()) {
+                    tok = group[seg].begin;
+                }
+            }
+        }
+        const int32_t rc = llama_decode(lctx, batch);
+        ctx->timings.n_decode++;
+        ctx->timings.n_tokens += batch.n_tokens;
+        if (rc != 0) {
+            error = decode_error_text(rc, batch.n_tokens, n_used, ctx->params.n_ctx);
+            return false;
+        }
+        n_used += batch.n_tokens;
+        if (!output) {
+            continue;
+        }
+        for (int32_t i = 0; i < batch.n_tokens; i++) {
+            const float * h = llama_get_embeddings_ith(lctx, i);
+            if (h == nullptr) {
+                error = "llama.cpp returned no hidden state for batch row " + std::to_string(i);
+                return false;
+            }
+            const int32_t req = rows[static_cast<size_t>(i)].first;
+            const size_t  row = static_cast<size_t>(plan[req].out_row0 + out_next[req]++);
+            std::copy_n(h, row_size, hidden.data() + row * row_size);
+        }
+    }
+    return true;
+}
+
+// Splits each request into output / non-output runs and decodes them: while any sequence's next run holds no
+// output, those runs go first (embeddings off); otherwise the next output runs of all sequences go together.
+// A sequence contributes at most one run per group, so its tokens stay in order.
+static bool decode_all(qg_stream_context * ctx, std::vector<qg_stream_plan_req> & plan,
+                       const std::vector<qg_stream_request> & requests, std::vector<float> & hidden, int32_t n_used,
+                       std::string & error) {
+    std::vector<int32_t> out_next(plan.size(), 0);
+    std::vector<qg_stream_segment> group;
+    while (true) {
+        bool any_left  = false;
+        bool any_plain = false;
+        for (const qg_stream_plan_req & p : plan) {
+            if (p.next < p.segments.size()) {
+                any_left = true;
+                any_plain = any_plain || !p.segments[p.next].output;
+            }
+        }
+        if (!any_left) {
+            return true;
+        }
+        const bool output = !any_plain;
+        group.clear();
+        int32_t n_group = 0;
+        for (qg_stream_plan_req & p : plan) {
+            if (p.next < p.segments.size() && p.segments[p.next].output == output) {
+                group.push_back(p.segments[p.next]);
+                n_group += p.segments[p.next].end - p.segments[p.next].begin;
+                p.next++;
+            }
+        }
+        if (!decode_group(ctx, plan, requests, group, output, out_next, hidden, n_used, error)) {
+            return false;
+        }
+        n_used += n_group;
+    }
+}
+
+static void plan_segments(const qg_stream_request & req, int32_t r, std::vector<qg_stream_segment> & segments) {
+    const int32_t n = static_cast<int32_t>(req.tokens.size());
+    size_t  o = 0;  // next entry of req.outputs
+    int32_t i = 0;
+    while (i < n) {
+        const bool output = o < req.outputs.size() && req.outputs[o] == i;
+        int32_t j = i;
+        if (output) {
+            while (j < n && o < req.outputs.size() && req.outputs[o] == j) {
+                j++;
+                o++;
+            }
+        } else {
+            j = o < req.outputs.size() ? req.outputs[o] : n;
+        }
+        segments.push_back({ r, i, j, output });
+        i = j;
+    }
+}
+
+// Runs the head over the hidden rows, one graph for all requests and both paths.
+static bool head_all(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
+                     const std::vector<qg_stream_plan_req> & plan, const std::vector<float> & hidden, int64_t n_rows_all,
+                     std::vector<qg_stream_result> & results, std::string & error) {
+    const qg_stream_head * head = qg_stream_model_get_head(ctx->model);
+    const size_t row_size = static_cast<size_t>(ctx->n_hidden);
+
+    std::vector<float> gathered[QG_STREAM_PATH_COUNT];
+    std::vector<float> probs[QG_STREAM_PATH_COUNT];
+    const float * in[QG_STREAM_PATH_COUNT] = {};
+    float *       out[QG_STREAM_PATH_COUNT] = {};
+    int64_t       n_rows[QG_STREAM_PATH_COUNT] = {};
+    uint32_t      heads = 0;
+    for (int p = 0; p < QG_STREAM_PATH_COUNT; p++) {
+        bool all = true;
+        for (size_t r = 0; r < requests.size(); r++) {
+            if (requests[r].heads & (1u << p)) {
+                n_rows[p] += static_cast<int64_t>(requests[r].outputs.size());
+            } else if (!requests[r].outputs.empty()) {
+                all = false;
+            }
+        }
+        if (n_rows[p] == 0) {
+            continue;
+        }
+        heads |= 1u << p;
+        if (all && n_rows[p] == n_rows_all) {
+            in[p] = hidden.data();
+        } else {
+            gathered[p].reserve(static_cast<size_t>(n_rows[p]) * row_size);
+            for (size_t r = 0; r < requests.size(); r++) {
+                if (requests[r].heads & (1u << p)) {
+                    const float * first = hidden.data() + static_cast<size_t>(plan[r].out_row0) * row_size;
+                    gathered[p].insert(gathered[p].end(), first, first + requests[r].outputs.size() * row_size);
+                }
+            }
+            in[p] = gathered[p].data();
+        }
+        probs[p].resize(static_cast<size_t>(n_rows[p] * qg_stream_head_n_out(head, static_cast<qg_stream_path>(p))));
+        out[p] = probs[p].data();
+    }
+    if (heads != 0 && !qg_stream_head_eval(ctx->head.get(), heads, in, n_rows, out, error)) {
+        return false;
+    }
+
+    results.assign(requests.size(), qg_stream_result());
+    size_t next_row[QG_STREAM_PATH_COUNT] = {};
+    for (size_t r = 0; r < requests.size(); r++) {
+        const qg_stream_request & req = requests[r];
+        const size_t n_out_rows = req.outputs.size();
+        for (int p = 0; p < QG_STREAM_PATH_COUNT; p++) {
+            if ((req.heads & (1u << p)) == 0) {
+                continue;
+            }
+            const size_t n_out = static_cast<size_t>(qg_stream_head_n_out(head, static_cast<qg_stream_path>(p)));
+            const float * first = probs[p].data() + next_row[p] * n_out;
+            results[r].probs[p].assign(first, first + n_out_rows * n_out);
+            next_row[p] += n_out_rows;
+        }
+        if (req.hidden) {
+            const float * first = hidden.data() + static_cast<size_t>(plan[r].out_row0) * row_size;
+            results[r].hidden.assign(first, first + n_out_rows * row_size);
+        }
+    }
+    return true;
+}
+
+bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
+                                std::vector<qg_stream_result> & results, std::string & error) {
+    using clock = std::chrono::steady_clock;
+    ctx->timings = {};
+
+    std::vector<qg_stream_plan_req> plan(requests.size());
+    std::vector<uint32_t> epochs(requests.size());
+    int32_t n_used = 0;
+    int64_t n_rows_all = 0;
+    {
+        std::lock_guard<std::mutex> lock(ctx->mutex);
+        if (ctx->evaluating) {
+            error = "an evaluate is already running on this context";
+            return false;
+        }
+        if (!check_locked(ctx, requests, error)) {
+            return false;
+        }
+        int64_t n_new = 0;
+        for (const qg_stream_request & req : requests) {
+            n_new += static_cast<int64_t>(req.tokens.size());
+        }
+        n_used = n_used_locked(ctx);
+        if (n_used + n_new > static_cast<int64_t>(ctx->params.n_ctx)) {
+            error = "The context is full: the sequences hold " + std::to_string(n_used) + " tokens and this evaluate adds " +
+                    std::to_string(n_new) + ", more than its contextSize of " + std::to_string(ctx->params.n_ctx) +
+                    " cells; release or truncate sequences, or create the context with a larger contextSize";
+            return false;
+        }
+        for (size_t r = 0; r < requests.size(); r++) {
+            plan[r].seq      = requests[r].seq;
+            plan[r].pos0     = ctx->seqs[requests[r].seq].n_tokens;
+            plan[r].out_row0 = static_cast<int32_t>(n_rows_all);
+            epochs[r]        = ctx->seqs[requests[r].seq].epoch;
+            n_rows_all      += static_cast<int64_t>(requests[r].outputs.size());
+        }
+        ctx->evaluating = true;
+    }
+
+    for (size_t r = 0; r < requests.size(); r++) {
+        plan_segments(requests[r], static_cast<int32_t>(r), plan[r].segments);
+    }
+    std::vector<float> hidden(static_cast<size_t>(n_rows_all) * static_cast<size_t>(ctx->n_hidden));
+
+    const auto t0 = clock::now();
+    bool ok = decode_all(ctx, plan, requests, hidden, n_used, error);
+    const auto t1 = clock::now();
+    ok = ok && head_all(ctx, requests, plan, hidden, n_rows_all, results, error);
+    const auto t2 = clock::now();
+    ctx->timings.t_decode_us = std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
+    ctx->timings.t_head_us   = std::chrono::duration_cast<std::chrono::microseconds>(t2 - t1).count();
+    ctx->timings.n_outputs   = static_cast<int32_t>(n_rows_all);
+
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    llama_memory_t mem = llama_get_memory(ctx->lctx.get());
+    for (size_t r = 0; r < requests.size(); r++) {
+        if (!ok) {
+            // all or nothing: drop whatever this evaluate put in the cache
+            llama_memory_seq_rm(mem, plan[r].seq, plan[r].pos0, -1);
+        } else if (ctx->seqs[plan[r].seq].epoch == epochs[r]) {
+            ctx->seqs[plan[r].seq].n_tokens = plan[r].pos0 + static_cast<int32_t>(requests[r].tokens.size());
+        }
+    }
+    for (const qg_stream_pending_rm & rm : ctx->pending) {
+        llama_memory_seq_rm(mem, rm.seq, rm.p0, -1);
+    }
+    ctx->pending.clear();
+    ctx->evaluating = false;
+    if (!ok) {
+        results.clear();
+    }
+    return ok;
+}

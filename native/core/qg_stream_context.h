@@ -1,0 +1,89 @@
+// Sessions of a Qwen3Guard-Stream model: sequences of ONE llama_context (unified KV cache) shared by all of them,
+// fed in batches, with the head applied to the positions asked for. No N-API types.
+//
+// Threading: one qg_stream_context_evaluate() at a time (a second concurrent call fails). While it runs on one
+// thread, the sequence functions (acquire, release, truncate, length, n_used) may be called from another; a
+// release or truncate then takes effect in the KV cache when the evaluate finishes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qg_stream_head.h"
+#include "qg_stream_model.h"
+
+// Most threads a context may use (ggml's own limit is GGML_MAX_N_THREADS).
+static const int32_t QG_STREAM_MAX_THREADS = 256;
+
+struct qg_stream_context_params {
+    uint32_t n_ctx;      // KV cells shared by all sequences (the hard limit: no request may overflow it)
+    uint32_t n_seq_max;  // most sequences at once
+    uint32_t n_batch;    // most tokens in one llama_decode call
+    int32_t  n_threads;  // threads for the backbone and the head (<= 0: all hardware threads; at most QG_STREAM_MAX_THREADS)
+};
+
+// Tokens appended to one sequence, and the positions whose head outputs are wanted.
+struct qg_stream_request {
+    int32_t              seq;
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> outputs;  // strictly ascending indices into tokens
+    uint32_t             heads;    // qg_stream_heads bits
+    bool                 hidden;   // also return the final-norm hidden states of the output positions
+};
+
+// Per request, row-major over its outputs.
+struct qg_stream_result {
+    // per path in `heads`: outputs × qg_stream_head_n_out(path) probabilities (risk softmax, then category softmax)
+    std::vector<float> probs[QG_STREAM_PATH_COUNT];
+    std::vector<float> hidden;  // outputs × n_hidden, when asked for
+};
+
+// Where the time of the last evaluate went (for measurements).
+struct qg_stream_timings {
+    int64_t t_decode_us;    // llama_decode calls, including reading the hidden states
+    int64_t t_head_us;      // the head graph
+    int32_t n_decode;       // llama_decode calls
+    int32_t n_tokens;       // tokens decoded
+    int32_t n_outputs;      // positions the head was applied to
+};
+
+struct qg_stream_context;
+
+qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const qg_stream_context_params & params,
+                                           std::string & error);
+
+void qg_stream_context_free(qg_stream_context * ctx);
+
+// A free sequence id in [0, n_seq_max). Returns false with `error` set when all are taken.
+bool qg_stream_context_seq_acquire(qg_stream_context * ctx, int32_t & seq, std::string & error);
+
+// Drops the sequence's KV cells and frees its id.
+bool qg_stream_context_seq_release(qg_stream_context * ctx, int32_t seq, std::string & error);
+
+// Keeps the first `n_keep` tokens of the sequence.
+bool qg_stream_context_seq_truncate(qg_stream_context * ctx, int32_t seq, int32_t n_keep, std::string & error);
+
+// Tokens the sequence holds (those of a running evaluate count once it has finished).
+bool qg_stream_context_seq_length(qg_stream_context * ctx, int32_t seq, int32_t & n_tokens, std::string & error);
+
+// KV cells held by all sequences together.
+int32_t qg_stream_context_n_used(qg_stream_context * ctx);
+
+// Checks requests against the vocabulary and the acquired sequences without decoding anything (what can be told
+// before an evaluate is queued). Returns false with `error` naming the request and the value at fault.
+bool qg_stream_context_check(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests, std::string & error);
+
+// Appends every request's tokens to its sequence (several sequences packed into as few llama_decode calls as the
+// batch size allows) and applies the head to the output positions. All or nothing: on any failure (context
+// overflow, decode error) no sequence changes and `error` says why.
+bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
+                                std::vector<qg_stream_result> & results, std::string & error);
+
+qg_stream_timings qg_stream_context_last_timings(const qg_stream_context * ctx);
+
+struct qg_stream_context_deleter {
+    void operator()(qg_stream_context * ctx) const { qg_stream_context_free(ctx); }
+};
+using qg_stream_context_ptr = std::unique_ptr<qg_stream_context, qg_stream_context_deleter>;

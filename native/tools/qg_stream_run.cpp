@@ -1,0 +1,241 @@
+// qg_stream_run: runs the Stream engine's native core on a text, without Node (e.g. to check the CUDA path on a GPU
+// machine). Tokenizes with special tokens parsed (a rendered ChatML prompt works), evaluates every position, and
+// prints per token the response head's risk probabilities, then the query head at the last token.
+//
+//   qg_stream_run <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--quiet]
+//                 [--bench N] <text...>
+//
+// --bench N then feeds N more tokens one at a time (response head at each) and prints the mean time per token and the
+// head's share of it.
+//
+// It links the prebuilt llama.cpp libraries of LLAMA_LIB_DIR (node-llama-cpp's CPU flavour by default; rpath). The
+// flavours' sonames differ (libllama.v0.4.0.so vs libllama.cuda.v0.4.0.so), so LD_LIBRARY_PATH cannot swap a CUDA
+// build in: configure a build against that flavour instead, passing its LLAMA_LIB_DIR and, since find_library looks
+// for the CPU flavour's names, the two renamed libraries (headers: build/llama.cpp, from `npm run build:addon`):
+//   F=node_modules/@node-llama-cpp/linux-x64-cuda/bins/linux-x64-cuda
+//   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DLLAMA_INCLUDE_DIR=$PWD/build/llama.cpp
+//         -DLLAMA_LIB_DIR=$PWD/$F -DQG_LIB_LLAMA=$PWD/$F/libllama.cuda.v0.4.0.so -DQG_LIB_GGML=$PWD/$F/libggml.cuda.v0.4.0.so
+//         -DNODE_ADDON_API_DIR=$PWD/node_modules/node-addon-api -DLLAMA_CPP_RELEASE=v0.4.0 -DLLAMA_CPP_COMMIT=unknown
+//   (one command line)
+//   cmake --build build-cuda --target qg_stream_run
+//   build-cuda/qg_stream_run model.gguf model.head.gguf --gpu-layers 99 "<|im_start|>user ..."
+// The GPU backend library (libggml-cuda.so, which needs the CUDA runtime and cuBLAS) is loaded at run time from the
+// folder of the libggml that was linked.
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "llama.h"
+#include "qg_stream_context.h"
+#include "qg_stream_model.h"
+
+static void print_usage(const char * argv0) {
+    fprintf(stderr,
+            "usage: %s <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--quiet] "
+            "[--bench N] <text...>\n",
+            argv0);
+}
+
+// The backends (CPU variants, CUDA ...) are libraries beside the libggml this program linked: load them from there.
+static void backends_load() {
+    Dl_info dl = {};
+    if (dladdr(reinterpret_cast<void *>(&ggml_backend_load_all_from_path), &dl) != 0 && dl.dli_fname != nullptr) {
+        std::string dir = dl.dli_fname;
+        const size_t slash = dir.find_last_of('/');
+        dir = slash == std::string::npos ? "." : dir.substr(0, slash);
+        ggml_backend_load_all_from_path(dir.c_str());
+    } else {
+        ggml_backend_load_all();
+    }
+}
+
+static std::string piece_escape(const std::string & piece) {
+    std::string out;
+    for (unsigned char c : piece) {
+        if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else if (c < 0x20) {
+            char buf[8];
+            snprintf(buf, sizeof(buf), "\\x%02x", c);
+            out += buf;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out;
+}
+
+static size_t argmax(const float * v, size_t n) {
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (v[i] > v[best]) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+static bool parse_int(const char * s, int32_t & out) {
+    char * end = nullptr;
+    const long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0') {
+        return false;
+    }
+    out = static_cast<int32_t>(v);
+    return true;
+}
+
+int main(int argc, char ** argv) {
+    if (argc < 4) {
+        print_usage(argv[0]);
+        return 2;
+    }
+    qg_stream_model_params mparams;
+    mparams.model_path   = argv[1];
+    mparams.head_path    = argv[2];
+    mparams.n_gpu_layers = 0;
+    mparams.use_mmap     = true;
+    int32_t n_threads = 0;
+    int32_t n_ctx     = 4096;
+    int32_t n_batch   = 512;
+    int32_t n_bench   = 0;
+    bool    quiet     = false;
+    std::string text;
+    for (int i = 3; i < argc; i++) {
+        const std::string arg = argv[i];
+        int32_t * target = nullptr;
+        if (arg == "--gpu-layers") {
+            target = &mparams.n_gpu_layers;
+        } else if (arg == "--threads") {
+            target = &n_threads;
+        } else if (arg == "--ctx") {
+            target = &n_ctx;
+        } else if (arg == "--batch") {
+            target = &n_batch;
+        } else if (arg == "--bench") {
+            target = &n_bench;
+        } else if (arg == "--quiet") {
+            quiet = true;
+            continue;
+        }
+        if (target != nullptr) {
+            if (i + 1 >= argc || !parse_int(argv[i + 1], *target) || *target < 0) {
+                fprintf(stderr, "error: %s expects a non-negative integer\n", arg.c_str());
+                return 2;
+            }
+            i++;
+            continue;
+        }
+        text += text.empty() ? arg : " " + arg;
+    }
+    if (text.empty()) {
+        print_usage(argv[0]);
+        return 2;
+    }
+
+    llama_backend_init();
+    backends_load();
+
+    std::string error;
+    const auto t_load = std::chrono::steady_clock::now();
+    qg_stream_model_ptr model(qg_stream_model_load(mparams, error));
+    if (!model) {
+        fprintf(stderr, "error: %s\n", error.c_str());
+        return 1;
+    }
+    const qg_stream_model_info & info = qg_stream_model_get_info(model.get());
+    fprintf(stderr, "loaded %s + %s in %.0f ms: hidden %u, inner %u, vocab %d\n", mparams.model_path.c_str(),
+            info.head_path.c_str(),
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_load).count(), info.n_hidden,
+            info.n_inner, info.n_vocab);
+
+    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx), 1, static_cast<uint32_t>(n_batch), n_threads };
+    qg_stream_context_ptr ctx(qg_stream_context_init(model.get(), cparams, error));
+    if (!ctx) {
+        fprintf(stderr, "error: %s\n", error.c_str());
+        return 1;
+    }
+
+    std::vector<qg_stream_request> requests(1);
+    qg_stream_request & req = requests[0];
+    if (!qg_stream_model_tokenize(model.get(), text, /*parse_special =*/ true, req.tokens, error) ||
+        !qg_stream_context_seq_acquire(ctx.get(), req.seq, error)) {
+        fprintf(stderr, "error: %s\n", error.c_str());
+        return 1;
+    }
+    for (int32_t i = 0; i < static_cast<int32_t>(req.tokens.size()); i++) {
+        req.outputs.push_back(i);
+    }
+    req.heads  = QG_STREAM_HEADS_ALL;
+    req.hidden = false;
+
+    std::vector<qg_stream_result> results;
+    const auto t_eval = std::chrono::steady_clock::now();
+    if (!qg_stream_context_evaluate(ctx.get(), requests, results, error)) {
+        fprintf(stderr, "error: %s\n", error.c_str());
+        return 1;
+    }
+    const double ms_eval = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_eval).count();
+    const qg_stream_timings timings = qg_stream_context_last_timings(ctx.get());
+
+    const std::vector<std::string> & r_risk = info.head.risk_labels[QG_STREAM_PATH_RESPONSE];
+    const std::vector<std::string> & q_risk = info.head.risk_labels[QG_STREAM_PATH_QUERY];
+    const std::vector<std::string> & q_cat  = info.head.category_labels[QG_STREAM_PATH_QUERY];
+    const size_t r_out = static_cast<size_t>(qg_stream_head_n_out(qg_stream_model_get_head(model.get()), QG_STREAM_PATH_RESPONSE));
+    const size_t q_out = static_cast<size_t>(qg_stream_head_n_out(qg_stream_model_get_head(model.get()), QG_STREAM_PATH_QUERY));
+    const size_t n_tokens = req.tokens.size();
+    for (size_t i = 0; i < n_tokens && !quiet; i++) {
+        std::string piece;
+        qg_stream_model_token_bytes(model.get(), req.tokens[i], piece, error);
+        const float * probs = results[0].probs[QG_STREAM_PATH_RESPONSE].data() + i * r_out;
+        printf("%5zu %7d %-24s", i, req.tokens[i], ("'" + piece_escape(piece) + "'").c_str());
+        for (size_t j = 0; j < r_risk.size(); j++) {
+            printf(" %.6f", probs[j]);
+        }
+        printf("  %s\n", r_risk[argmax(probs, r_risk.size())].c_str());
+    }
+    const float * q = results[0].probs[QG_STREAM_PATH_QUERY].data() + (n_tokens - 1) * q_out;
+    printf("query head at the last token:");
+    for (size_t j = 0; j < q_risk.size(); j++) {
+        printf(" %s %.6f", q_risk[j].c_str(), q[j]);
+    }
+    printf("  -> %s / %s\n", q_risk[argmax(q, q_risk.size())].c_str(),
+           q_cat[argmax(q + q_risk.size(), q_cat.size())].c_str());
+    printf("evaluate: %zu tokens in %.1f ms (%d llama_decode calls, %.1f ms decode, %.3f ms head)\n", n_tokens, ms_eval,
+           timings.n_decode, timings.t_decode_us / 1000.0, timings.t_head_us / 1000.0);
+
+    if (n_bench > 0) {
+        int64_t t_decode_us = 0;
+        int64_t t_head_us   = 0;
+        const auto t_bench = std::chrono::steady_clock::now();
+        for (int32_t i = 0; i < n_bench; i++) {
+            qg_stream_request step;
+            step.seq     = req.seq;
+            step.tokens  = { req.tokens[static_cast<size_t>(i) % n_tokens] };
+            step.outputs = { 0 };
+            step.heads   = QG_STREAM_HEADS_RESPONSE;
+            step.hidden  = false;
+            std::vector<qg_stream_request> steps(1, step);
+            if (!qg_stream_context_evaluate(ctx.get(), steps, results, error)) {
+                fprintf(stderr, "error: %s\n", error.c_str());
+                return 1;
+            }
+            const qg_stream_timings t = qg_stream_context_last_timings(ctx.get());
+            t_decode_us += t.t_decode_us;
+            t_head_us   += t.t_head_us;
+        }
+        const double ms_total = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_bench).count();
+        printf("bench: %d single tokens after a context of %zu: %.3f ms/token (decode %.3f ms, head %.4f ms = %.2f%%)\n",
+               n_bench, n_tokens, ms_total / n_bench, t_decode_us / 1000.0 / n_bench, t_head_us / 1000.0 / n_bench,
+               100.0 * static_cast<double>(t_head_us) / static_cast<double>(t_decode_us + t_head_us));
+    }
+    return 0;
+}
