@@ -6,17 +6,10 @@ import {describeGgufType} from "./GgufMetadata.js";
 import type {GgufMetadata} from "./GgufMetadata.js";
 import {readGguf} from "./readGguf.js";
 import type {ReadGgufOptions} from "./readGguf.js";
+import type {StreamHeadLabels} from "./convert/streamHead.js";
 
 /** Which qwenguard file a GGUF is, from its `qwen3guard.variant` key (`unknown` without one: e.g. a plain qwen3 model). */
 export type Qwen3GuardVariant = "gen" | "stream-backbone" | "stream-head" | "unknown";
-
-/** The label lists of a Stream head, in head output order. */
-export interface StreamHeadLabels {
-    readonly responseRiskLevel: readonly string[];
-    readonly responseCategory: readonly string[];
-    readonly queryRiskLevel: readonly string[];
-    readonly queryCategory: readonly string[];
-}
 
 /** The hyperparameters of a Stream head file. */
 export interface StreamHeadDescription {
@@ -139,10 +132,10 @@ function describeHead(metadata: GgufMetadata): StreamHeadDescription {
         guardInnerSize: metadata.getUint32("qwen3guard.head.guard_inner_size"),
         rmsNormEps: shortestFloat32(metadata.getFloat32("qwen3guard.head.rms_norm_eps")),
         labels: {
-            responseRiskLevel: labels("response_risk_level"),
-            responseCategory: labels("response_category"),
-            queryRiskLevel: labels("query_risk_level"),
-            queryCategory: labels("query_category")
+            responseRiskLevels: labels("response_risk_level"),
+            responseCategories: labels("response_category"),
+            queryRiskLevels: labels("query_risk_level"),
+            queryCategories: labels("query_category")
         }
     };
 }
@@ -218,10 +211,10 @@ export function formatDescription(description: GgufDescription): string {
             ["Head hidden size", hiddenSize],
             ["Guard inner size", guardInnerSize],
             ["Head RMS norm eps", rmsNormEps],
-            ["Response risk levels", labels.responseRiskLevel.join(", ")],
-            ["Response categories", labels.responseCategory.join(", ")],
-            ["Query risk levels", labels.queryRiskLevel.join(", ")],
-            ["Query categories", labels.queryCategory.join(", ")]
+            ["Response risk levels", labels.responseRiskLevels.join(", ")],
+            ["Response categories", labels.responseCategories.join(", ")],
+            ["Query risk levels", labels.queryRiskLevels.join(", ")],
+            ["Query categories", labels.queryCategories.join(", ")]
         );
     }
     if (d.pairedFile !== undefined)

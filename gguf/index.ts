@@ -31,5 +31,6 @@ export {
 } from "./quant.js";
 export {describeGguf, formatDescription} from "./describe.js";
 export type {
-    GgufDescription, PairedFileDescription, Qwen3GuardVariant, StreamHeadDescription, StreamHeadLabels
+    GgufDescription, PairedFileDescription, Qwen3GuardVariant, StreamHeadDescription
 } from "./describe.js";
+export type {StreamHeadLabels} from "./convert/streamHead.js";

@@ -143,10 +143,10 @@ t.test("describes a Stream head with its labels", async (t) => {
         guardInnerSize: 32,
         rmsNormEps: 1e-6,
         labels: {
-            responseRiskLevel: LABELS.response_risk_level,
-            responseCategory: LABELS.response_category,
-            queryRiskLevel: LABELS.query_risk_level,
-            queryCategory: LABELS.query_category
+            responseRiskLevels: LABELS.response_risk_level,
+            responseCategories: LABELS.response_category,
+            queryRiskLevels: LABELS.query_risk_level,
+            queryCategories: LABELS.query_category
         }
     });
     t.equal(description.dominantType, "BF16", "BF16 holds 2048 of the 2144 parameters");
