@@ -19,17 +19,17 @@ let runtime: {gpu: GpuOption, promise: Promise<LlamaRuntime>} | undefined;
  * Loads llama.cpp through node-llama-cpp (which picks the CPU, CUDA, Vulkan or Metal flavour), THEN our addon,
  * whose llama.cpp symbols bind to the copy already in the process. Builds the addon first when it is missing or
  * stale, saying so on stderr. The runtime is loaded once per process; later calls return it.
- * @param options.gpu the flavour to load; `"auto"` by default
- * @throws when a later call asks for another flavour than the loaded one, or the addon cannot be built or loaded
+ * @param options.gpu the flavour to load; `"auto"` by default. Omitted on a later call: whatever is loaded.
+ * @throws when a later call names another flavour than the loaded one, or the addon cannot be built or loaded
  */
-export function loadLlamaRuntime({gpu = "auto"}: {gpu?: GpuOption} = {}): Promise<LlamaRuntime> {
+export function loadLlamaRuntime({gpu}: {gpu?: GpuOption} = {}): Promise<LlamaRuntime> {
     if (runtime != null) {
-        if (runtime.gpu !== gpu)
+        if (gpu !== undefined && runtime.gpu !== gpu)
             return Promise.reject(new Error(`Expected the same "gpu" option as the runtime already loaded in this process (${String(runtime.gpu)}) but received ${String(gpu)}`));
         return runtime.promise;
     }
-    const promise = load(gpu);
-    runtime = {gpu, promise};
+    const promise = load(gpu ?? "auto");
+    runtime = {gpu: gpu ?? "auto", promise};
     promise.catch(() => {
         runtime = undefined;
     });
