@@ -30,3 +30,6 @@ export type {GenPolicyOption, GenThresholdPolicy} from "./gen/genPolicy.js";
 export {GEN_PROMPT_CATEGORIES, GEN_RESPONSE_CATEGORIES} from "./gen/genTemplate.js";
 export type {GenTarget} from "./gen/genTemplate.js";
 export {MalformedAnswerError} from "./gen/parseGenAnswer.js";
+export {readGuardVariant} from "./gen/readGuardVariant.js";
+export type {GuardVariant} from "./gen/readGuardVariant.js";
+export {validateMessages} from "./conversation/messages.js";

@@ -1,4 +1,4 @@
-import {readFileSync} from "node:fs";
+import {existsSync, readFileSync} from "node:fs";
 import type {Command} from "commander";
 import {GenGuard, StreamGuard, readGuardVariant, resolveGenPolicy, validateMessages} from "../index.js";
 import type {GenMode, GenPolicyOption, GenVerdict, Message, RiskLevel, StreamModerationReport} from "../index.js";
@@ -13,7 +13,7 @@ interface CheckCommandOptions {
     promptFile?: string,
     format: string,
     policy: string,
-    mode: string,
+    mode?: string,
     json?: boolean,
     threads?: string,
     contextSize?: string,
@@ -39,6 +39,8 @@ interface CheckResult {
     categoryProbs?: Record<string, number>,
     refusal?: "Yes" | "No",
     refusalProbs?: {Yes: number, No: number},
+    /** Stream, response: the token whose probabilities `probs` are (where monitoring stops, else the least safe token). */
+    probsToken?: number,
     /** Stream, response: where live monitoring would have stopped the response. */
     stoppedAt?: {token: number, offset: number} | null,
     /** Gen, generate mode: the model's answer. */
@@ -61,30 +63,37 @@ export function registerCheckCommand(program: Command, setExitCode: (code: numbe
         .option("--format <format>", "text: each input is one item; jsonl: one item per line, {\"prompt\", \"response\"?} or {\"messages\"}; " +
             "chat: each input is one conversation, [messages] or {\"messages\"}", "text")
         .option("--policy <policy>", "strict (Controversial flags), loose (it does not), or a number: flag when P(Unsafe) + P(Controversial) reaches it", "strict")
-        .option("--mode <mode>", "Gen: score (probabilities, one forward pass) or generate (greedy answer, parsed)", "score")
+        .option("--mode <mode>", "Gen: score (probabilities, one forward pass; the default) or generate (greedy answer, parsed)")
         .option("--json", "write one JSON object per item instead of a line of text")
         .option("-t, --threads <n>", "CPU threads")
         .option("--context-size <n>", "Gen: tokens per request, template and answer included")
-        .option("--parallel <n>", "Gen: requests judged at once", "2")
+        .option("--parallel <n>", "Gen: requests judged at once, in parallel sequences (each holds --context-size tokens)", "1")
         .action(async (files: string[], options: CheckCommandOptions) => setExitCode(await runCheck(files, options)));
 }
 
 async function runCheck(files: string[], options: CheckCommandOptions): Promise<number> {
     if (!(formats as readonly string[]).includes(options.format))
         throw new UsageError(`Expected text, jsonl or chat for --format but received ${JSON.stringify(options.format)}`);
-    if (options.mode !== "score" && options.mode !== "generate")
+    if (options.mode != null && options.mode !== "score" && options.mode !== "generate")
         throw new UsageError(`Expected score or generate for --mode but received ${JSON.stringify(options.mode)}`);
     const policy = parsePolicy(options.policy);
     const numbers = {threads: integerFlag("--threads", options.threads), contextSize: integerFlag("--context-size", options.contextSize),
         parallel: integerFlag("--parallel", options.parallel)};
     const items = readItems(files.length === 0 ? ["-"] : files, options);
 
+    if (!existsSync(options.model))
+        throw new UsageError(`Model file ${options.model} does not exist`);
     const variant = await readGuardVariant(options.model);
     if (variant === "stream-head")
         throw new UsageError(`${options.model} is a Stream head file: pass the Stream backbone GGUF as --model`);
-    const judge = variant === "stream-backbone"
+    const isStream = variant === "stream-backbone";
+    const given: Array<[string, unknown]> = isStream ? [["--mode", options.mode], ["--context-size", options.contextSize]] : [["--head", options.head]];
+    const misplaced = given.filter(([, value]) => value != null).map(([flag]) => flag);
+    if (misplaced.length > 0)
+        throw new UsageError(`${misplaced.join(" and ")} ${misplaced.length > 1 ? "apply" : "applies"} to ${isStream ? "Gen" : "Stream"} models only`);
+    const judge = isStream
         ? await streamJudge(options, policy, numbers.threads)
-        : await genJudge(options, policy, numbers, options.mode as GenMode);
+        : await genJudge(options, policy, numbers, (options.mode ?? "score") as GenMode);
 
     let flagged = false;
     try {
@@ -106,7 +115,7 @@ interface Judge {
 
 async function genJudge(options: CheckCommandOptions, policy: GenPolicyOption,
     numbers: {threads?: number, contextSize?: number, parallel?: number}, mode: GenMode): Promise<Judge> {
-    const parallel = numbers.parallel ?? 2;
+    const parallel = numbers.parallel ?? 1;
     const gen = await GenGuard.load({model: options.model, threads: numbers.threads, contextSize: numbers.contextSize, parallel,
         onWarning: (message) => process.stderr.write(`qwenguard: warning: ${message}\n`)});
     return {
@@ -125,12 +134,12 @@ function genResult(source: string, verdict: GenVerdict): CheckResult {
 async function streamJudge(options: CheckCommandOptions, policy: GenPolicyOption, threads: number | undefined): Promise<Judge> {
     const guard = await StreamGuard.load({model: options.model, head: options.head, threads});
     const {minProb, controversial} = resolveGenPolicy(policy);
+    // a prompt verdict is one position of the query head: flagged as a Gen verdict would be
+    const promptFlagged = (level: RiskLevel, probs: Record<RiskLevel, number>) => minProb != null
+        ? probs.Unsafe + (controversial ? probs.Controversial : 0) >= minProb
+        : level === "Unsafe" || (controversial && level === "Controversial");
     return {
-        run: async ({source, messages}) => {
-            const report = await guard.moderate(messages, {policy});
-            return streamResult(source, messages, report, (level, probs) =>
-                minProb != null ? probs.Unsafe + (controversial ? probs.Controversial : 0) >= minProb : level === "Unsafe" || (controversial && level === "Controversial"));
-        },
+        run: async ({source, messages}) => streamResult(source, messages, await guard.moderate(messages, {policy}), promptFlagged),
         concurrency: 1,
         dispose: () => guard.dispose()
     };
@@ -143,13 +152,11 @@ function streamResult(source: string, messages: Message[], report: StreamModerat
         const {level, category, flag, flagged, tokens} = report.response;
         // the response's probabilities: those of the token where monitoring stops, else of the most unsafe token
         const decisive = flag != null ? tokens[flag.index] : tokens.reduce((worst, token) => token.probs.Safe < worst.probs.Safe ? token : worst, tokens[0]);
-        const probs = decisive?.probs ?? {Safe: 1, Unsafe: 0, Controversial: 0};
-        return {source, model: "stream", target: "response", level, category, probs, flagged,
+        return {source, model: "stream", target: "response", level, category, probs: decisive?.probs ?? {Safe: 1, Unsafe: 0, Controversial: 0},
+            ...(decisive != null ? {probsToken: decisive.index} : {}), flagged,
             stoppedAt: flag != null ? {token: flag.index, offset: flag.textOffset} : null};
     }
-    if (report.prompt == null)
-        throw new Error(`${source}: the conversation has no user message to judge`);
-    const {level, category, probs, categoryProbs} = report.prompt;
+    const {level, category, probs, categoryProbs} = report.prompt!; // every item has a user message (readItems)
     return {source, model: "stream", target: "prompt", level, category, probs, flagged: flags(level, probs), categoryProbs};
 }
 
@@ -159,8 +166,11 @@ async function judgeInOrder(items: readonly CheckItem[], run: (item: CheckItem) 
     const pending: Promise<CheckResult>[] = [];
     let next = 0;
     const start = () => {
-        if (next < items.length)
-            pending.push(run(items[next++]));
+        if (next >= items.length)
+            return;
+        const result = run(items[next++]);
+        result.catch(() => {}); // awaited in order below; one that fails while an earlier one is awaited must not go unhandled
+        pending.push(result);
     };
     while (pending.length < concurrency && next < items.length)
         start();
@@ -171,14 +181,14 @@ async function judgeInOrder(items: readonly CheckItem[], run: (item: CheckItem) 
     }
 }
 
-/** One line of text: where from, the coloured verdict, the category, the probability. */
+/** One line of text: where from, the coloured verdict, the category, P(Unsafe), and the flag. */
 function describe(result: CheckResult): string {
     const style = result.level === "Unsafe" ? "red" : result.level === "Controversial" ? "yellow" : "green";
     const parts = [
         result.source,
         paint(style, result.level, process.stdout),
         result.category ?? "-",
-        `p=${result.probs[result.level].toFixed(3)}`
+        `P(Unsafe)=${result.probs.Unsafe.toFixed(3)}${result.probsToken != null ? ` at token ${result.probsToken}` : ""}`
     ];
     if (result.refusal != null)
         parts.push(`refusal=${result.refusal}`);
@@ -225,6 +235,13 @@ function readItems(files: readonly string[], options: CheckCommandOptions): Chec
 
 /** A conversation from JSON: `[messages]`, `{"messages": [...]}`, or `{"prompt": ..., "response"?: ...}`. */
 function conversation(value: unknown, at: string): Message[] {
+    const messages = messagesOf(value, at);
+    if (!messages.some((message) => message.role === "user"))
+        throw new UsageError(`${at}: the conversation has no user message`);
+    return messages;
+}
+
+function messagesOf(value: unknown, at: string): Message[] {
     try {
         if (Array.isArray(value))
             return validateMessages(value);

@@ -1,26 +1,29 @@
 import {existsSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type {LlamaContext, LlamaModel, Token} from "node-llama-cpp";
+import type {LlamaContext, LlamaContextSequence, LlamaModel} from "node-llama-cpp";
 import {GgufValueType, readGguf} from "../../gguf/index.js";
 import {describeValue, validateMessages} from "../conversation/messages.js";
 import type {Message} from "../conversation/messages.js";
+import {addedTokenIds, plainTextTokenizer} from "../conversation/plainText.js";
 import {tokenizeSegments} from "../conversation/TokenSegments.js";
 import type {TokenizeFunction} from "../conversation/TokenSegments.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {integerOption, oneOfOption, stringOption} from "../options.js";
 import {AnswerVocabulary} from "./AnswerVocabulary.js";
+import type {CandidateSet, TargetVocabulary} from "./AnswerVocabulary.js";
 import {compareEmbeddedTemplate} from "./embeddedTemplate.js";
 import {isFlagged, resolveGenPolicy} from "./genPolicy.js";
-import {genPromptSegments} from "./genTemplate.js";
+import {NO_CATEGORY, genPromptSegments} from "./genTemplate.js";
 import type {GenTarget} from "./genTemplate.js";
 import {CandidateReader, generateAnswer, scoreAnswer} from "./judgeAnswer.js";
+import type {ScoredAnswer} from "./judgeAnswer.js";
 import {parseGenAnswer} from "./parseGenAnswer.js";
-import {plainTextTokenizer} from "./plainTextTokenizer.js";
 import {SequencePool} from "./SequencePool.js";
 import type {GenMode, GenModerateOptions, GenVerdict} from "./types.js";
 
+/** Options of {@link GenGuard.load}. */
 export interface GenGuardOptions {
     /** A Qwen3Guard-Gen GGUF (from `qwenguard convert`, or any community conversion). */
     model: string,
@@ -62,6 +65,7 @@ const DEFAULT_CONTEXT_SIZE = 4096;
  * await gen.dispose();
  */
 export class GenGuard {
+    /** @internal */ readonly _sequences: Record<GenTarget, readonly LlamaContextSequence[]>;
     private disposed = false;
     private readonly pools: Record<GenTarget, SequencePool>;
     private readonly reader: CandidateReader;
@@ -76,8 +80,9 @@ export class GenGuard {
         /** Warnings about the model file, also given to `onWarning` at load. */
         readonly warnings: readonly string[]
     ) {
-        const sequences = (count: number) => Array.from({length: count}, () => _context.getSequence());
-        this.pools = {prompt: new SequencePool(sequences(options.parallel)), response: new SequencePool(sequences(options.parallel))};
+        const sequences = () => Array.from({length: options.parallel}, () => _context.getSequence());
+        this._sequences = {prompt: sequences(), response: sequences()};
+        this.pools = {prompt: new SequencePool(this._sequences.prompt), response: new SequencePool(this._sequences.response)};
         this.reader = new CandidateReader(_model, _vocabulary);
     }
 
@@ -103,7 +108,8 @@ export class GenGuard {
         if (!existsSync(modelPath))
             throw new Error(`Model file ${modelPath} does not exist`);
 
-        const {metadata} = await readGguf(modelPath);
+        const gguf = await readGguf(modelPath);
+        const {metadata} = gguf;
         const variant = metadata.find("qwen3guard.variant", GgufValueType.STRING);
         if (variant === "stream-backbone" || variant === "stream-head")
             throw new Error(`Model ${modelPath} is a Qwen3Guard-Stream ${variant === "stream-head" ? "head" : "backbone"}: load it with StreamGuard`);
@@ -114,7 +120,8 @@ export class GenGuard {
         const {llama} = await loadLlamaRuntime(options.gpu != null ? {gpu: options.gpu} : {});
         const model = await llama.loadModel({modelPath, gpuLayers: gpuLayers ?? (llama.gpu === false ? 0 : "auto")});
         try {
-            const tokenize = modelTokenizer(model);
+            const tokenize = plainTextTokenizer((text, special) => Int32Array.from(model.tokenize(text, special)), addedTokenIds(gguf));
+            tokenizeSegments(genPromptSegments([{role: "user", content: ""}]).segments, tokenize); // the template tokens are single tokens
             const vocabulary = AnswerVocabulary.derive((text) => [...tokenize(text, false)]);
             const context = await model.createContext({contextSize, sequences: 2 * parallel, threads, batchSize});
 
@@ -168,31 +175,13 @@ export class GenGuard {
 
         return this.pools[target].use(prompt, async (sequence, cached) => {
             this.assertOpen();
-            const usage = {promptTokens: prompt.length, cachedTokens: cached, evaluatedTokens: 0};
             const tail = prompt.slice(cached);
-            if (mode === "score") {
-                const scored = await scoreAnswer(this.reader, sequence, tail, this._vocabulary, this._vocabulary.of(target));
-                usage.evaluatedTokens = scored.evaluated;
-                const category = scored.category === "None" ? null : scored.category;
-                return {
-                    target, level: scored.level, category, categories: category == null ? [] : [category],
-                    ...(scored.refusal != null ? {refusal: scored.refusal} : {}),
-                    probs: scored.probs, categoryProbs: scored.categoryProbs,
-                    ...(scored.refusalProbs != null ? {refusalProbs: scored.refusalProbs} : {}),
-                    flagged: isFlagged(scored.level, scored.probs, policy), usage
-                };
-            }
-            const {text, evaluated} = await generateAnswer(this._model, sequence, tail, ANSWER_TOKENS);
-            usage.evaluatedTokens = evaluated;
-            const answer = parseGenAnswer(text, target);
             const vocabulary = this._vocabulary.of(target);
-            const probs = oneHot(vocabulary.levels.candidates.map(({label}) => label), answer.level);
-            return {
-                target, level: answer.level, category: answer.categories[0] ?? null, categories: answer.categories,
-                ...(answer.refusal != null ? {refusal: answer.refusal, refusalProbs: oneHot(["Yes", "No"], answer.refusal)} : {}),
-                probs, categoryProbs: oneHot(vocabulary.categories.candidates.map(({label}) => label), answer.categories[0] ?? "None"),
-                flagged: isFlagged(answer.level, probs, policy), text, usage
-            };
+            const {verdict, evaluated} = mode === "score"
+                ? scoredVerdict(await scoreAnswer(this.reader, sequence, tail, this._vocabulary, vocabulary))
+                : generatedVerdict(await generateAnswer(this._model, sequence, tail, ANSWER_TOKENS), target, vocabulary);
+            return {target, ...verdict, flagged: isFlagged(verdict.level, verdict.probs, policy),
+                usage: {promptTokens: prompt.length, cachedTokens: cached, evaluatedTokens: evaluated}};
         });
     }
 
@@ -235,19 +224,37 @@ export class GenGuard {
     }
 }
 
-/** The model's tokenizer for template segments: special tokens where the template puts them, never in user text. */
-function modelTokenizer(model: LlamaModel): TokenizeFunction {
-    const userDefined = new Set<number>();
-    const texts: string[] = [];
-    const vocabularySize = model.fileInfo.metadata.tokenizer.ggml.tokens.length;
-    for (let token = 0; token < vocabularySize; token++) {
-        if (model.getTokenAttributes(token as Token).userDefined) {
-            userDefined.add(token);
-            texts.push(model.detokenize([token as Token], true));
-        }
-    }
-    const tokenize: TokenizeFunction = (text, parseSpecial) => Int32Array.from(model.tokenize(text, parseSpecial));
-    return plainTextTokenizer(tokenize, texts, (token) => userDefined.has(token));
+/** The fields of a verdict that depend on the mode. */
+type ModeVerdict = Omit<GenVerdict, "target" | "flagged" | "usage">;
+
+function scoredVerdict(scored: ScoredAnswer): {verdict: ModeVerdict, evaluated: number} {
+    const category = scored.category === NO_CATEGORY ? null : scored.category;
+    return {
+        verdict: {
+            level: scored.level, category, categories: category == null ? [] : [category],
+            ...(scored.refusal != null ? {refusal: scored.refusal} : {}),
+            probs: scored.probs, categoryProbs: scored.categoryProbs,
+            ...(scored.refusalProbs != null ? {refusalProbs: scored.refusalProbs} : {})
+        },
+        evaluated: scored.evaluated
+    };
+}
+
+/** @throws MalformedAnswerError when the text does not follow the answer format */
+function generatedVerdict({text, evaluated}: {text: string, evaluated: number}, target: GenTarget,
+    vocabulary: TargetVocabulary): {verdict: ModeVerdict, evaluated: number} {
+    const answer = parseGenAnswer(text, target);
+    const labels = (set: CandidateSet) => set.candidates.map(({label}) => label);
+    return {
+        verdict: {
+            level: answer.level, category: answer.categories[0] ?? null, categories: answer.categories,
+            ...(answer.refusal != null ? {refusal: answer.refusal, refusalProbs: oneHot(["Yes", "No"], answer.refusal)} : {}),
+            probs: oneHot(labels(vocabulary.levels), answer.level),
+            categoryProbs: oneHot(labels(vocabulary.categories), answer.categories[0] ?? NO_CATEGORY),
+            text
+        },
+        evaluated
+    };
 }
 
 /** Probability 1 for the generated label (also when it is not one of `labels`), 0 for the others. */

@@ -24,9 +24,15 @@ const probes: ReadonlyArray<{name: string, messages: Message[]}> = [
 export function compareEmbeddedTemplate(template: string | undefined): string | null {
     if (template == null)
         return null;
+    let Template: typeof Jinja.Template;
+    try {
+        Template = loadJinja().Template;
+    } catch (error) {
+        return `cannot be checked: node-llama-cpp's Jinja engine did not load (${error instanceof Error ? error.message : String(error)})`;
+    }
     let renderer: Jinja.Template;
     try {
-        renderer = new (loadJinja().Template)(template);
+        renderer = new Template(template);
     } catch (error) {
         return `cannot be parsed (${error instanceof Error ? error.message : String(error)})`;
     }

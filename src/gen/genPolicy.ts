@@ -7,6 +7,7 @@ import type {RiskLevel} from "../stream/types.js";
  */
 export type GenPolicyOption = "strict" | "loose" | GenThresholdPolicy;
 
+/** A threshold policy: flag by probability rather than by the most probable level. */
 export interface GenThresholdPolicy {
     /** Flagged when P(Unsafe) — plus P(Controversial) when `controversial` is true — reaches this value. */
     minProb: number,
@@ -22,7 +23,11 @@ export interface ResolvedGenPolicy {
 
 /**
  * Checks and defaults a Gen policy option.
+ * @param policy - `"strict"` (default), `"loose"` or `{minProb, controversial?}`
+ * @returns the policy with every field decided
  * @throws TypeError naming the field, what was expected and what was received
+ * @example
+ * resolveGenPolicy({minProb: 0.3}); // {minProb: 0.3, controversial: true}
  */
 export function resolveGenPolicy(policy: GenPolicyOption | undefined = "strict"): ResolvedGenPolicy {
     if (policy === "strict")

@@ -9,6 +9,7 @@ import type {GenTarget} from "./genTemplate.js";
  */
 export type GenMode = "score" | "generate";
 
+/** Options of {@link GenGuard.moderate}. */
 export interface GenModerateOptions {
     /** Default `"score"`. */
     mode?: GenMode,
