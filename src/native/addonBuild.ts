@@ -140,6 +140,49 @@ export async function ensureAddonBuilt({force = false, log = () => {}}: EnsureAd
     if (state.state === "ready" && !force)
         return state.stamp;
 
+    // several processes may start at once (test workers, batch shards): one builds, the others wait for it
+    const release = await acquireBuildLock(log);
+    try {
+        const now = addonBuildState();
+        if (now.state === "ready" && !force)
+            return now.stamp;  // built by the process we waited for
+        return buildAddon(now, log);
+    } finally {
+        release();
+    }
+}
+
+const buildLockPath = path.join(buildDir, ".build-lock");
+/** A lock older than this is left over from a killed build. */
+const staleBuildLockMs = 10 * 60 * 1000;
+
+async function acquireBuildLock(log: (line: string) => void): Promise<() => void> {
+    mkdirSync(buildDir, {recursive: true});
+    let announced = false;
+    for (;;) {
+        try {
+            mkdirSync(buildLockPath);
+            return () => rmSync(buildLockPath, {recursive: true, force: true});
+        } catch (error) {
+            if ((error as NodeJS.ErrnoException).code !== "EEXIST")
+                throw error;
+        }
+        const lock = statSync(buildLockPath, {throwIfNoEntry: false});
+        if (lock == null)
+            continue;
+        if (Date.now() - lock.mtimeMs > staleBuildLockMs) {
+            rmSync(buildLockPath, {recursive: true, force: true});
+            continue;
+        }
+        if (!announced) {
+            log("qwenguard: another process is building the native addon; waiting for it");
+            announced = true;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+}
+
+function buildAddon(state: AddonBuildState, log: (line: string) => void): AddonStamp {
     const started = performance.now();
     const source = locateLlamaCppSource();
     log(`qwenguard: building the native addon against llama.cpp ${source.release}` +

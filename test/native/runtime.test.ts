@@ -1,4 +1,4 @@
-import {spawnSync} from "node:child_process";
+import {spawn, spawnSync} from "node:child_process";
 import {appendFileSync, cpSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -48,11 +48,23 @@ t.test("a missing or stale addon is rebuilt at first use, saying so on stderr", 
     writeFileSync(script, "const {getRuntimeInfo} = await import('./dist/src/index.js');\n" +
         "console.log((await getRuntimeInfo({gpu: false})).llamaCpp.release);\n");
     const load = () => spawnSync(process.execPath, [script], {encoding: "utf8"});
+    const loadAsync = () => new Promise<{status: number | null, stdout: string, stderr: string}>((resolve) => {
+        const child = spawn(process.execPath, [script]);
+        let stdout = "", stderr = "";
+        child.stdout.on("data", (data: Buffer) => void (stdout += data));
+        child.stderr.on("data", (data: Buffer) => void (stderr += data));
+        child.on("close", (status) => resolve({status, stdout, stderr}));
+    });
 
-    const first = load();
-    t.equal(first.status, 0, first.stderr);
-    t.match(first.stderr, /qwenguard: the native addon build\/Release\/qwenguard\.node has not been built; building it now/);
-    t.match(first.stdout, /^v\d/);
+    // two processes at once: one builds, the other waits for it
+    const both = await Promise.all([loadAsync(), loadAsync()]);
+    for (const run of both) {
+        t.equal(run.status, 0, run.stderr);
+        t.match(run.stdout, /^v\d/);
+    }
+    const stderr = both.map((run) => run.stderr).join("");
+    t.match(stderr, /qwenguard: the native addon build\/Release\/qwenguard\.node has not been built; building it now/);
+    t.equal(stderr.match(/qwenguard: native addon built in/g)?.length, 1, "built once");
 
     const second = load();
     t.equal(second.status, 0, second.stderr);
