@@ -18,24 +18,14 @@
 // RMSNorm after its pre-projection, only the ratios matter: a trigger's indicator is 3 × BIAS, far past the decision
 // boundary (ratio 1), in every output type from f32 to q8_0.
 
-import {createHfConfig, STREAM_QUERY_CATEGORIES_RAW, STREAM_RESPONSE_CATEGORIES_RAW} from "./hfConfig.js";
+import {createHfConfig, STREAM_QUERY_CATEGORIES_RAW, STREAM_RESPONSE_CATEGORIES_RAW, TINY_DIMENSIONS} from "./hfConfig.js";
 import type {Qwen3Dimensions} from "./hfConfig.js";
 import {normaliseLabel} from "../../gguf/convert/streamHead.js";
 import {checkpointTensorShapes, randomTensorSpecs} from "./checkpointTensors.js";
 import type {TensorSpec} from "./checkpointTensors.js";
 
 /** The sizes of the planted Stream model. */
-export const PLANTED_DIMENSIONS: Qwen3Dimensions = {
-    hiddenSize: 128,
-    numHiddenLayers: 2,
-    numAttentionHeads: 4,
-    numKeyValueHeads: 2,
-    headDim: 16,
-    intermediateSize: 128,
-    vocabSize: 151936,
-    tieWordEmbeddings: true,
-    guardInnerSize: 32
-};
+export const PLANTED_DIMENSIONS: Qwen3Dimensions = {...TINY_DIMENSIONS, hiddenSize: 128};
 
 /** A trigger token: its text (as it appears mid-sentence, with the leading space) and its Qwen3 token id. */
 export interface TriggerToken {
