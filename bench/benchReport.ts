@@ -6,6 +6,29 @@ import {mapSummary} from "./stats.js";
 import type {Summary} from "./stats.js";
 import type {StreamResults} from "./streamBench.js";
 
+/** Where and how a run ran. */
+export interface BenchMeta {
+    started: string,
+    finished: string,
+    /** The command line, as typed. */
+    command: string,
+    size: string,
+    quick: boolean,
+    plan: {threads: number} & Record<string, unknown>,
+    /** Commit, and whether the working tree had changes. */
+    source: string,
+    machine: {cpu: string, cores: number, memoryBytes: number, platform: string, node: string, loadAverageBefore: number[], loadAverageAfter: number[]},
+    runtime: {version: string, backend: string, llamaCpp: object},
+    models: object
+}
+
+/** The saved JSON file. */
+export interface BenchFile {
+    meta: BenchMeta,
+    results: BenchResults,
+    targets: TargetCheck[]
+}
+
 /** Everything one run measured (sections skipped with `--only` are absent). */
 export interface BenchResults {
     stream?: StreamResults,
@@ -91,13 +114,19 @@ class Table {
     }
 }
 
+/** The table's first line: what ran, where, when, and how loaded the machine was (1-minute load average). */
+function reportTitle({size, plan, machine, runtime, started}: BenchMeta): string {
+    return `qwenguard bench: ${size} q8_0, ${plan.threads} threads, ${machine.cpu} (${machine.cores} cores), ${runtime.backend}, ` +
+        `${started.slice(0, 16)}Z, load average ${machine.loadAverageBefore[0].toFixed(1)} → ${machine.loadAverageAfter[0].toFixed(1)}`;
+}
+
 /**
  * The printed table: every figure as median and min–max over the repetitions, then the targets.
- * @param title - the first line (what ran, where)
+ * @param file - a run's metadata, results and target checks
  */
-export function formatReport(title: string, results: BenchResults, targets: readonly TargetCheck[]): string {
+export function formatReport({meta, results, targets}: BenchFile): string {
     const table = new Table();
-    table.text(title);
+    table.text(reportTitle(meta));
     table.text(`${"".padEnd(62)} ${"unit".padEnd(9)} ${"median".padStart(9)}  min–max`);
     const {stream, gen, memory} = results;
     if (stream != null) {
@@ -144,7 +173,6 @@ export function formatReport(title: string, results: BenchResults, targets: read
             table.row("native: head graph", "ms/token", nativeHead.headMs, 3);
             table.row("native: head share of a token", "%", nativeHead.headPercent, 2);
         }
-        table.row("in process: head cost / pushTokens per token", "%", 100 * decode.costs.head.median / decode.stream.median, 2);
     }
     if (gen != null) {
         table.heading("5. Gen (prompt moderation)");

@@ -11,7 +11,7 @@ import {getRuntimeInfo, loadLlamaRuntime} from "../src/index.js";
 import {benchCacheDir, prepareBenchModels, repoRoot} from "./benchModels.js";
 import type {BenchModels, BenchSize} from "./benchModels.js";
 import {checkTargets, formatReport} from "./benchReport.js";
-import type {BenchResults, TargetCheck} from "./benchReport.js";
+import type {BenchFile, BenchMeta, BenchResults} from "./benchReport.js";
 import {runGenBench} from "./genBench.js";
 import type {RoundOptions} from "./interleave.js";
 import {runMemoryBench} from "./memoryBench.js";
@@ -19,6 +19,7 @@ import type {MemoryCase} from "./memoryBench.js";
 import {runStreamBench} from "./streamBench.js";
 
 const USAGE = "Usage: npm run bench -- [--size 0.6b|4b] [--quick] [--out FILE] [--only stream,gen,memory] [--threads N]\n" +
+    "       npm run bench -- --report FILE   (prints the table of a saved run)\n" +
     "  --size     model shapes (default 0.6b); models are generated once into .cache/bench/\n" +
     "  --quick    tiny models and few repetitions: proves the bench runs (about a minute), measures nothing useful\n" +
     "  --out      the JSON file (default .cache/bench/results-<size>.json)\n" +
@@ -109,6 +110,7 @@ async function main(): Promise<void> {
             out: {type: "string"},
             only: {type: "string", default: SECTIONS.join(",")},
             threads: {type: "string", default: String(FULL.threads)},
+            report: {type: "string"},
             help: {type: "boolean", default: false}
         }
     });
@@ -118,6 +120,10 @@ async function main(): Promise<void> {
         !Number.isInteger(threads) || threads < 1 || threads > 1024) {
         console.error(USAGE);
         process.exit(values.help ? 0 : 2);
+    }
+    if (values.report != null) {
+        console.log(formatReport(JSON.parse(await fs.readFile(values.report, "utf8")) as BenchFile));
+        return;
     }
     const sections = new Set(only as Section[]);
     const size: BenchSize = values.quick ? "tiny" : values.size as BenchSize;
@@ -133,41 +139,39 @@ async function main(): Promise<void> {
 
     const results: BenchResults = {};
     const cpu = os.cpus()[0]?.model ?? "unknown CPU";
+    const meta = (): BenchMeta => ({
+        started: started.toISOString(), finished: new Date().toISOString(),
+        command: `npm run bench${process.argv.length > 2 ? " -- " + process.argv.slice(2).join(" ") : ""}`,
+        size, quick: values.quick, plan, source: gitState(),
+        machine: {cpu, cores: os.cpus().length, memoryBytes: os.totalmem(), platform: `${os.platform()} ${os.release()}`, node: process.version,
+            loadAverageBefore: loadBefore, loadAverageAfter: os.loadavg()},
+        runtime: {version: info.version, backend: info.backend, llamaCpp: info.llamaCpp},
+        models
+    });
     /** Writes the JSON: after every section, so that a long run that fails late keeps what it measured. */
-    const save = async (targets: TargetCheck[]) => {
-        const meta = {
-            started: started.toISOString(), finished: new Date().toISOString(),
-            command: `npm run bench${process.argv.length > 2 ? " -- " + process.argv.slice(2).join(" ") : ""}`,
-            size, quick: values.quick, plan, source: gitState(),
-            machine: {cpu, cores: os.cpus().length, memoryBytes: os.totalmem(), platform: `${os.platform()} ${os.release()}`, node: process.version,
-                loadAverageBefore: loadBefore, loadAverageAfter: os.loadavg()},
-            runtime: {version: info.version, backend: info.backend, llamaCpp: info.llamaCpp},
-            models
-        };
+    const save = async (file: BenchFile) => {
         await fs.mkdir(path.dirname(outFile), {recursive: true});
-        await fs.writeFile(outFile, JSON.stringify({meta, results, targets}, null, 2) + "\n");
+        await fs.writeFile(outFile, JSON.stringify(file, null, 2) + "\n");
     };
     // memory first: its child processes load the compiled sources afresh, so the sooner they run the less a concurrent
     // rebuild of dist/ can disturb them; and the bench process is still small then
     if (sections.has("memory")) {
         results.memory = await runMemoryBench(memoryCases(models, plan.threads, plan.scoreTokens), plan.memoryRuns, log);
-        await save([]);
+        await save({meta: meta(), results, targets: []});
     }
     if (sections.has("stream")) {
         results.stream = await runStreamBench({models, runtime, threads: plan.threads, rounds: plan.streamRounds, stepTokens: plan.stepTokens,
             decodeContext: plan.decodeContext, scoreTokens: plan.scoreTokens, flatPositions: plan.flatPositions, nativeRuns: plan.nativeRuns, log});
-        await save([]);
+        await save({meta: meta(), results, targets: []});
     }
     if (sections.has("gen"))
         results.gen = await runGenBench({model: models.stock, llama: runtime.llama, threads: plan.threads, rounds: plan.genRounds,
             inputTokens: plan.genInputTokens, throughputItems: plan.throughputItems, parallel: plan.parallel, log});
 
     // tiny models say nothing about the targets
-    const targets = values.quick ? [] : checkTargets(results);
-    const title = `qwenguard bench: ${size} q8_0, ${plan.threads} threads, ${cpu} (${os.cpus().length} cores), ${info.backend}, ` +
-        `${started.toISOString().slice(0, 16)}Z, load average ${loadBefore[0].toFixed(1)} → ${os.loadavg()[0].toFixed(1)}`;
-    console.log(formatReport(title, results, targets));
-    await save(targets);
+    const file: BenchFile = {meta: meta(), results, targets: values.quick ? [] : checkTargets(results)};
+    console.log(formatReport(file));
+    await save(file);
     log(`bench: wrote ${path.relative(process.cwd(), outFile)}`);
 }
 

@@ -108,7 +108,8 @@ function visitOrder(positions: readonly number[]): number[] {
 }
 
 /**
- * Runs the Stream section on one StreamGuard, one stock backbone and one engine probe, all over the same threads.
+ * Runs the Stream section on one StreamGuard, the stock backbone (plus a second context of it with flash attention off,
+ * for the flatness figure) and one engine probe, all with the same threads and batch size.
  * @returns the results of items 1–4
  */
 export async function runStreamBench(options: StreamBenchOptions): Promise<StreamResults> {
@@ -166,9 +167,7 @@ function sessionPrompt(length: number, tokenize: (text: string, special: boolean
 
 /** Times one step in milliseconds. */
 async function timeStep(work: () => Promise<unknown>): Promise<number> {
-    const start = performance.now();
-    await work();
-    return performance.now() - start;
+    return (await timed(work)).ms;
 }
 
 /** A session fed one token per step, truncated back to `keep` response tokens after each repetition. */
