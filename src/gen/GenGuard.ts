@@ -21,6 +21,7 @@ import {CandidateReader, generateAnswer, scoreAnswer} from "./judgeAnswer.js";
 import type {ScoredAnswer} from "./judgeAnswer.js";
 import {parseGenAnswer} from "./parseGenAnswer.js";
 import {SequencePool} from "./SequencePool.js";
+import {serializeSampling} from "./serializeSampling.js";
 import type {GenMode, GenModerateOptions, GenVerdict} from "./types.js";
 
 /** Options of {@link GenGuard.load}. */
@@ -124,6 +125,7 @@ export class GenGuard {
             tokenizeSegments(genPromptSegments([{role: "user", content: ""}]).segments, tokenize); // the template tokens are single tokens
             const vocabulary = AnswerVocabulary.derive((text) => [...tokenize(text, false)]);
             const context = await model.createContext({contextSize, sequences: 2 * parallel, threads, batchSize});
+            serializeSampling(context);
 
             const warnings: string[] = [];
             const templateProblem = compareEmbeddedTemplate(metadata.find("tokenizer.chat_template", GgufValueType.STRING));
