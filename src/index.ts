@@ -8,7 +8,9 @@ export type {AddonBuildState, EnsureAddonOptions} from "./native/addonBuild.js";
 export type {AddonBuildInfo, AddonDevice} from "./native/AddonTypes.js";
 export type {Message} from "./conversation/messages.js";
 export {StreamGuard} from "./stream/StreamGuard.js";
-export type {StreamGuardOptions, StreamSessionOptions, StreamModerationReport, StreamLabels} from "./stream/StreamGuard.js";
+export type {
+    StreamGuardOptions, StreamGuardResolvedOptions, StreamSessionOptions, StreamModerationReport, StreamLabels
+} from "./stream/StreamGuard.js";
 export {StreamSession} from "./stream/StreamSession.js";
 export {UnsafeContentError} from "./stream/UnsafeContentError.js";
 export type {MonitorChunk, MonitorOptions} from "./stream/monitor.js";
@@ -33,3 +35,17 @@ export {MalformedAnswerError} from "./gen/parseGenAnswer.js";
 export {readGuardVariant} from "./gen/readGuardVariant.js";
 export type {GuardVariant} from "./gen/readGuardVariant.js";
 export {validateMessages} from "./conversation/messages.js";
+export {ContextLimitError} from "./conversation/ContextLimitError.js";
+export {Judge} from "./moderation/Judge.js";
+export type {JudgeOptions, JudgeResult, JudgeOutcome} from "./moderation/Judge.js";
+export {conversationOf} from "./moderation/conversationOf.js";
+export {moderateMany} from "./batch/moderateMany.js";
+export type {BatchItem, BatchItemResult, ModerateManyOptions} from "./batch/moderateMany.js";
+export {moderateFile, BatchRecordError} from "./batch/moderateFile.js";
+export type {ModerateFileOptions, BatchProgress, BatchSummary} from "./batch/moderateFile.js";
+export type {BatchCounts} from "./batch/BatchTally.js";
+export {BatchInputError, readRecords, batchInputFormats} from "./batch/readRecords.js";
+export type {BatchInputFormat, CsvColumns, InputRecord, ReadRecordsOptions} from "./batch/readRecords.js";
+export {BatchOutputError} from "./batch/batchOutput.js";
+export {mergeBatchOutputs} from "./batch/mergeOutputs.js";
+export type {MergeSummary} from "./batch/mergeOutputs.js";

@@ -1,8 +1,10 @@
 import {existsSync, readFileSync} from "node:fs";
 import type {Command} from "commander";
-import {GenGuard, StreamGuard, readGuardVariant, resolveGenPolicy, validateMessages} from "../index.js";
-import type {GenMode, GenPolicyOption, GenVerdict, Message, RiskLevel, StreamModerationReport} from "../index.js";
+import {Judge, conversationOf, readGuardVariant} from "../index.js";
+import type {JudgeResult, Message} from "../index.js";
+import {mapInOrder} from "../moderation/mapInOrder.js";
 import {UsageError} from "./UsageError.js";
+import {integerFlag, parseMode, parsePolicy} from "./flags.js";
 import {paint} from "./paint.js";
 
 interface CheckCommandOptions {
@@ -26,26 +28,8 @@ interface CheckItem {
     messages: Message[]
 }
 
-/** The result of one item, the same for Gen and Stream models (the `--json` line). */
-interface CheckResult {
-    source: string,
-    model: "gen" | "stream",
-    target: "prompt" | "response",
-    level: RiskLevel,
-    category: string | null,
-    probs: Record<RiskLevel, number>,
-    flagged: boolean,
-    categories?: string[],
-    categoryProbs?: Record<string, number>,
-    refusal?: "Yes" | "No",
-    refusalProbs?: {Yes: number, No: number},
-    /** Stream, response: the token whose probabilities `probs` are (where monitoring stops, else the least safe token). */
-    probsToken?: number,
-    /** Stream, response: where live monitoring would have stopped the response. */
-    stoppedAt?: {token: number, offset: number} | null,
-    /** Gen, generate mode: the model's answer. */
-    text?: string
-}
+/** The result of one item (the `--json` line): where it came from, and the verdict. */
+type CheckResult = {source: string} & JudgeResult;
 
 const formats = ["text", "jsonl", "chat"] as const;
 
@@ -74,8 +58,7 @@ export function registerCheckCommand(program: Command, setExitCode: (code: numbe
 async function runCheck(files: string[], options: CheckCommandOptions): Promise<number> {
     if (!(formats as readonly string[]).includes(options.format))
         throw new UsageError(`Expected text, jsonl or chat for --format but received ${JSON.stringify(options.format)}`);
-    if (options.mode != null && options.mode !== "score" && options.mode !== "generate")
-        throw new UsageError(`Expected score or generate for --mode but received ${JSON.stringify(options.mode)}`);
+    const mode = parseMode(options.mode);
     const policy = parsePolicy(options.policy);
     const numbers = {threads: integerFlag("--threads", options.threads), contextSize: integerFlag("--context-size", options.contextSize),
         parallel: integerFlag("--parallel", options.parallel)};
@@ -91,94 +74,21 @@ async function runCheck(files: string[], options: CheckCommandOptions): Promise<
     const misplaced = given.filter(([, value]) => value != null).map(([flag]) => flag);
     if (misplaced.length > 0)
         throw new UsageError(`${misplaced.join(" and ")} ${misplaced.length > 1 ? "apply" : "applies"} to ${isStream ? "Gen" : "Stream"} models only`);
-    const judge = isStream
-        ? await streamJudge(options, policy, numbers.threads)
-        : await genJudge(options, policy, numbers, (options.mode ?? "score") as GenMode);
+    const judge = await Judge.open({model: options.model, head: options.head, policy, mode, threads: numbers.threads,
+        contextSize: numbers.contextSize, concurrency: numbers.parallel ?? 1,
+        ...(isStream ? {} : {onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)})});
 
     let flagged = false;
     try {
-        await judgeInOrder(items, judge.run, judge.concurrency, (result) => {
+        for await (const result of mapInOrder(items, judge.inFlight, async ({source, messages}): Promise<CheckResult> =>
+            ({source, ...(await judge.judge(messages)).result}))) {
             flagged ||= result.flagged;
             process.stdout.write(options.json ? JSON.stringify(result) + "\n" : describe(result) + "\n");
-        });
+        }
     } finally {
         await judge.dispose();
     }
     return flagged ? 1 : 0;
-}
-
-interface Judge {
-    run: (item: CheckItem) => Promise<CheckResult>,
-    concurrency: number,
-    dispose: () => Promise<void>
-}
-
-async function genJudge(options: CheckCommandOptions, policy: GenPolicyOption,
-    numbers: {threads?: number, contextSize?: number, parallel?: number}, mode: GenMode): Promise<Judge> {
-    const parallel = numbers.parallel ?? 1;
-    const gen = await GenGuard.load({model: options.model, threads: numbers.threads, contextSize: numbers.contextSize, parallel,
-        onWarning: (message) => process.stderr.write(`qwenguard: warning: ${message}\n`)});
-    return {
-        run: async ({source, messages}) => genResult(source, await gen.moderate(messages, {mode, policy})),
-        concurrency: 2 * parallel,
-        dispose: () => gen.dispose()
-    };
-}
-
-function genResult(source: string, verdict: GenVerdict): CheckResult {
-    const {target, level, category, categories, refusal, probs, categoryProbs, refusalProbs, flagged, text} = verdict;
-    return {source, model: "gen", target, level, category, probs, flagged, categories, categoryProbs,
-        ...(refusal != null ? {refusal, refusalProbs} : {}), ...(text != null ? {text} : {})};
-}
-
-async function streamJudge(options: CheckCommandOptions, policy: GenPolicyOption, threads: number | undefined): Promise<Judge> {
-    const guard = await StreamGuard.load({model: options.model, head: options.head, threads});
-    const {minProb, controversial} = resolveGenPolicy(policy);
-    // a prompt verdict is one position of the query head: flagged as a Gen verdict would be
-    const promptFlagged = (level: RiskLevel, probs: Record<RiskLevel, number>) => minProb != null
-        ? probs.Unsafe + (controversial ? probs.Controversial : 0) >= minProb
-        : level === "Unsafe" || (controversial && level === "Controversial");
-    return {
-        run: async ({source, messages}) => streamResult(source, messages, await guard.moderate(messages, {policy}), promptFlagged),
-        concurrency: 1,
-        dispose: () => guard.dispose()
-    };
-}
-
-function streamResult(source: string, messages: Message[], report: StreamModerationReport,
-    flags: (level: RiskLevel, probs: Record<RiskLevel, number>) => boolean): CheckResult {
-    const judgesResponse = messages[messages.length - 1].role === "assistant";
-    if (judgesResponse && report.response != null) {
-        const {level, category, flag, flagged, tokens} = report.response;
-        // the response's probabilities: those of the token where monitoring stops, else of the most unsafe token
-        const decisive = flag != null ? tokens[flag.index] : tokens.reduce((worst, token) => token.probs.Safe < worst.probs.Safe ? token : worst, tokens[0]);
-        return {source, model: "stream", target: "response", level, category, probs: decisive?.probs ?? {Safe: 1, Unsafe: 0, Controversial: 0},
-            ...(decisive != null ? {probsToken: decisive.index} : {}), flagged,
-            stoppedAt: flag != null ? {token: flag.index, offset: flag.textOffset} : null};
-    }
-    const {level, category, probs, categoryProbs} = report.prompt!; // every item has a user message (readItems)
-    return {source, model: "stream", target: "prompt", level, category, probs, flagged: flags(level, probs), categoryProbs};
-}
-
-/** Runs up to `concurrency` items at once and reports the results in input order. */
-async function judgeInOrder(items: readonly CheckItem[], run: (item: CheckItem) => Promise<CheckResult>, concurrency: number,
-    report: (result: CheckResult) => void): Promise<void> {
-    const pending: Promise<CheckResult>[] = [];
-    let next = 0;
-    const start = () => {
-        if (next >= items.length)
-            return;
-        const result = run(items[next++]);
-        result.catch(() => {}); // awaited in order below; one that fails while an earlier one is awaited must not go unhandled
-        pending.push(result);
-    };
-    while (pending.length < concurrency && next < items.length)
-        start();
-    while (pending.length > 0) {
-        const result = await pending.shift()!;
-        report(result);
-        start();
-    }
 }
 
 /** One line of text: where from, the coloured verdict, the category, P(Unsafe), and the flag. */
@@ -233,31 +143,13 @@ function readItems(files: readonly string[], options: CheckCommandOptions): Chec
     });
 }
 
-/** A conversation from JSON: `[messages]`, `{"messages": [...]}`, or `{"prompt": ..., "response"?: ...}`. */
+/** A conversation from JSON (see {@link conversationOf}), or a usage error naming where it came from. */
 function conversation(value: unknown, at: string): Message[] {
-    const messages = messagesOf(value, at);
-    if (!messages.some((message) => message.role === "user"))
-        throw new UsageError(`${at}: the conversation has no user message`);
-    return messages;
-}
-
-function messagesOf(value: unknown, at: string): Message[] {
     try {
-        if (Array.isArray(value))
-            return validateMessages(value);
-        if (value != null && typeof value === "object") {
-            const object = value as Record<string, unknown>;
-            if ("messages" in object)
-                return validateMessages(object.messages);
-            if (typeof object.prompt === "string" && (object.response === undefined || typeof object.response === "string"))
-                return object.response === undefined
-                    ? [{role: "user", content: object.prompt}]
-                    : [{role: "user", content: object.prompt}, {role: "assistant", content: object.response as string}];
-        }
+        return conversationOf(value);
     } catch (error) {
         throw new UsageError(`${at}: ${(error as Error).message}`);
     }
-    throw new UsageError(`${at}: expected {"prompt": string, "response"?: string}, {"messages": [...]} or [messages]`);
 }
 
 function parseJson(text: string, at: string): unknown {
@@ -274,22 +166,4 @@ function readInput(file: string): string {
     } catch (error) {
         throw new UsageError(`Cannot read ${file === "-" ? "stdin" : file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }
-}
-
-function parsePolicy(policy: string): GenPolicyOption {
-    if (policy === "strict" || policy === "loose")
-        return policy;
-    const minProb = Number(policy);
-    if (policy.trim() === "" || !(minProb > 0 && minProb <= 1))
-        throw new UsageError(`Expected strict, loose or a number in (0, 1] for --policy but received ${JSON.stringify(policy)}`);
-    return {minProb};
-}
-
-function integerFlag(flag: string, value: string | undefined): number | undefined {
-    if (value == null)
-        return undefined;
-    const number = Number(value);
-    if (!/^\d+$/.test(value) || !Number.isSafeInteger(number))
-        throw new UsageError(`Expected a positive integer for ${flag} but received ${JSON.stringify(value)}`);
-    return number;
 }

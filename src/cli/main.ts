@@ -6,6 +6,7 @@ import {registerInfoCommand} from "./infoCommand.js";
 import {registerQuantizeCommand} from "./quantizeCommand.js";
 import {registerStreamCommand} from "./streamCommand.js";
 import {registerCheckCommand} from "./checkCommand.js";
+import {registerBatchCommand} from "./batchCommand.js";
 import {printVersion} from "./versionCommand.js";
 
 /** Exit codes shared by all commands. */
@@ -39,6 +40,7 @@ export async function main(args: string[]): Promise<number> {
     registerInfoCommand(program);
     registerStreamCommand(program, setExitCode);
     registerCheckCommand(program, setExitCode);
+    registerBatchCommand(program, setExitCode);
 
     try {
         if (args.length === 0) {

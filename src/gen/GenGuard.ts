@@ -22,6 +22,7 @@ import type {ScoredAnswer} from "./judgeAnswer.js";
 import {parseGenAnswer} from "./parseGenAnswer.js";
 import {SequencePool} from "./SequencePool.js";
 import {serializeSampling} from "./serializeSampling.js";
+import {ContextLimitError} from "../conversation/ContextLimitError.js";
 import type {GenMode, GenModerateOptions, GenVerdict} from "./types.js";
 
 /** Options of {@link GenGuard.load}. */
@@ -154,7 +155,7 @@ export class GenGuard {
      * @param messages - the conversation; it must contain a user message and end with a user or assistant message
      * @param options - `mode` (`"score"` by default, or `"generate"`) and `policy` (`"strict"` by default)
      * @returns the verdict
-     * @throws TypeError for bad messages or options; Error when the rendered prompt is over {@link promptTokenLimit};
+     * @throws TypeError for bad messages or options; ContextLimitError when the rendered prompt is over {@link promptTokenLimit};
      *   MalformedAnswerError (generate mode) when the model's answer does not follow the format, quoting it
      * @example
      * const verdict = await gen.moderate([{role: "user", content: "hi"}, {role: "assistant", content: "Hello!"}]);
@@ -171,9 +172,9 @@ export class GenGuard {
         const {target, segments} = genPromptSegments(checked);
         const prompt = tokenizeSegments(segments, this._tokenize);
         if (prompt.length > this.promptTokenLimit)
-            throw new Error(`The conversation renders to ${prompt.length} tokens in the Gen template, over the limit of ${this.promptTokenLimit} ` +
+            throw new ContextLimitError(`The conversation renders to ${prompt.length} tokens in the Gen template, over the limit of ${this.promptTokenLimit} ` +
                 `(contextSize ${this.options.contextSize} minus ${ANSWER_TOKENS} for the answer): pass a larger "contextSize" ` +
-                `(this model was trained on ${this._model.trainContextSize})`);
+                `(this model was trained on ${this._model.trainContextSize})`, prompt.length, this.promptTokenLimit);
 
         return this.pools[target].use(prompt, async (sequence, cached) => {
             this.assertOpen();

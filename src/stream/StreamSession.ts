@@ -1,3 +1,4 @@
+import {ContextLimitError} from "../conversation/ContextLimitError.js";
 import type {Message} from "../conversation/messages.js";
 import {describeValue} from "../conversation/messages.js";
 import {tokenizeSegments} from "../conversation/TokenSegments.js";
@@ -51,9 +52,9 @@ export class StreamSession {
         const header = tokenizeSegments(streamAssistantHeaderSegments(thinking), tokenize);
         const total = prompt.length + header.length;
         if (total > guard.sessionTokenLimit)
-            throw new Error(`The conversation is ${prompt.length} tokens (+${header.length} for the assistant header), ` +
+            throw new ContextLimitError(`The conversation is ${prompt.length} tokens (+${header.length} for the assistant header), ` +
                 `over the session limit of ${guard.sessionTokenLimit} tokens (contextSize ${guard.options.contextSize}, ` +
-                `model context ${guard.info.trainContextSize})`);
+                `model context ${guard.info.trainContextSize})`, total, guard.sessionTokenLimit);
 
         const sequence = guard._context.acquireSequence();
         try {
@@ -195,9 +196,9 @@ export class StreamSession {
             return [];
         const limit = this.guard.sessionTokenLimit;
         if (this.length + tokens.length > limit)
-            throw new Error(`The session would hold ${this.length + tokens.length} tokens, over its limit of ${limit} ` +
+            throw new ContextLimitError(`The session would hold ${this.length + tokens.length} tokens, over its limit of ${limit} ` +
                 `(contextSize ${this.guard.options.contextSize}, model context ${this.guard.info.trainContextSize}); ` +
-                `${tokens.length} response tokens were not scored`);
+                `${tokens.length} response tokens were not scored`, this.length + tokens.length, limit);
 
         const result = await this.guard._evaluator.evaluate({
             sequence: this.sequence,

@@ -72,9 +72,9 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
         [["/nonexistent/input.txt"], "", "qwenguard: Cannot read /nonexistent/input.txt: ENOENT\n"],
         [["-", "-"], "", "qwenguard: stdin (-) can be read only once\n"],
         [["--format", "jsonl"], '{"prompt": "a"}\n{"prompt": \n', /^qwenguard: <stdin>:2: invalid JSON \(.+\)\n$/],
-        [["--format", "jsonl"], '{"prompt": 3}\n', 'qwenguard: <stdin>:1: expected {"prompt": string, "response"?: string}, {"messages": [...]} or [messages]\n'],
+        [["--format", "jsonl"], '{"prompt": 3}\n', 'qwenguard: <stdin>:1: Expected a string for "prompt" but received number 3\n'],
         [["--format", "chat"], '[{"role": "tool", "content": "x"}]', 'qwenguard: <stdin>: Expected "system", "user" or "assistant" for "messages[0].role" but received "tool"\n'],
-        [["--format", "chat"], '{"messages": [{"role": "assistant", "content": "x"}]}', "qwenguard: <stdin>: the conversation has no user message\n"]
+        [["--format", "chat"], '{"messages": [{"role": "assistant", "content": "x"}]}', "qwenguard: <stdin>: The conversation has no user message\n"]
     ];
     table.push([["check", "-m", "/nonexistent/model.gguf"], "q", "qwenguard: Model file /nonexistent/model.gguf does not exist\n"],
         [["check", "-m", head], "q", `qwenguard: ${head} is a Stream head file: pass the Stream backbone GGUF as --model\n`],

@@ -4,7 +4,7 @@
 import path from "node:path";
 import t from "tap";
 import type {Token} from "node-llama-cpp";
-import {GenGuard} from "../../src/index.js";
+import {ContextLimitError, GenGuard} from "../../src/index.js";
 import type {GenGuardOptions, GenModerateOptions, GenVerdict, Message} from "../../src/index.js";
 import {renderSegments, tokenizeSegments} from "../../src/conversation/TokenSegments.js";
 import {genPromptSegments} from "../../src/gen/genTemplate.js";
@@ -55,7 +55,7 @@ t.test("bad requests are refused, and a conversation that does not fit names its
 
     const long = "word ".repeat(120);
     const tokens = encode(renderSegments(genPromptSegments([{role: "user", content: long}]).segments)).length;
-    await expectError(t, gen.moderatePrompt(long), Error, `The conversation renders to ${tokens} tokens in the Gen template, over the limit of 336 ` +
+    await expectError(t, gen.moderatePrompt(long), ContextLimitError, `The conversation renders to ${tokens} tokens in the Gen template, over the limit of 336 ` +
         '(contextSize 400 minus 64 for the answer): pass a larger "contextSize" (this model was trained on 32768)');
     t.equal(gen.promptTokenLimit, 336);
 

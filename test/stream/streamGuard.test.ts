@@ -52,10 +52,11 @@ t.test("a prompt that does not fit is refused, naming the token count and the li
     const small = await StreamGuard.load({model: planted.modelPath, threads: 1, contextSize: 64, maxSessions: 1});
     t.teardown(() => small.dispose());
     await t.rejects(small.createSession({messages: ask("word ".repeat(100))}), {
+        name: "ContextLimitError", limit: 64,
         message: /^The conversation is 10[0-9] tokens \(\+\d+ for the assistant header\), over the session limit of 64 tokens \(contextSize 64, model context 8192\)$/
     });
     const session = await small.createSession({messages: ask("hi")});
-    await t.rejects(session.pushText("word ".repeat(100) + "end"), {message: /^The session would hold \d+ tokens, over its limit of 64 .*response tokens were not scored$/});
+    await t.rejects(session.pushText("word ".repeat(100) + "end"), {name: "ContextLimitError", limit: 64, message: /^The session would hold \d+ tokens, over its limit of 64 .*response tokens were not scored$/});
     await session.dispose();
 });
 

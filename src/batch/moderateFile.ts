@@ -1,0 +1,312 @@
+import {closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync} from "node:fs";
+import path from "node:path";
+import {resolveGenPolicy} from "../gen/genPolicy.js";
+import {Judge} from "../moderation/Judge.js";
+import type {JudgeOptions} from "../moderation/Judge.js";
+import {mapInOrder} from "../moderation/mapInOrder.js";
+import {integerOption, oneOfOption} from "../options.js";
+import {packageVersion} from "../native/runtimeInfo.js";
+import {BatchTally} from "./BatchTally.js";
+import type {BatchCounts} from "./BatchTally.js";
+import {BatchOutputError, scanOutput} from "./batchOutput.js";
+import {isItemError} from "./moderateMany.js";
+import {DEFAULT_MAX_RECORD_BYTES, batchInputFormats, readRecords} from "./readRecords.js";
+import type {BatchInputFormat, CsvColumns, InputRecord} from "./readRecords.js";
+
+export interface ModerateFileOptions extends JudgeOptions {
+    /** Default: from the input's extension (`.jsonl`/`.json` → jsonl, `.csv` → csv, else txt). */
+    format?: BatchInputFormat,
+    /** CSV column names. */
+    columns?: CsvColumns,
+    /** Process only records `index % count === index - 1`, 1-based: `{index: 2, count: 4}` is the second of four shards. */
+    shard?: {index: number, count: number},
+    /** Process at most this many records (of this shard), counting those an earlier run already wrote. */
+    limit?: number,
+    /** Stop at the first bad record (not written; fix it and rerun to resume there) instead of reporting it. */
+    strict?: boolean,
+    /** The errors file; default `<output>.errors.jsonl`. */
+    errors?: string,
+    /** Start again even if the output exists (it is replaced). */
+    overwrite?: boolean,
+    /** Longest record in bytes; default 16 MiB. */
+    maxRecordBytes?: number,
+    /** How often the output is fsynced and the checkpoint file updated, in ms; default 2000. */
+    checkpointInterval?: number,
+    /** Stop taking records (those started finish and are written, then a checkpoint). */
+    signal?: AbortSignal,
+    /** Called after each record is written, and at the end. */
+    onProgress?: (progress: BatchProgress) => void
+}
+
+/** Where a run stands. `counts` cover the whole output, earlier runs included; rates cover this run. */
+export interface BatchProgress {
+    counts: BatchCounts,
+    /** Records written by this run. */
+    processed: number,
+    /** Records an earlier run had written (resumed after them). */
+    resumed: number,
+    /** Input bytes read, and the input's size (null for a stream). */
+    bytesRead: number,
+    totalBytes: number | null,
+    elapsedMs: number,
+    recordsPerSecond: number,
+    tokensPerSecond: number,
+    /** Estimated seconds left, from the input bytes still to read; null when unknown. */
+    etaSeconds: number | null
+}
+
+export interface BatchSummary extends BatchProgress {
+    output: string,
+    errorsFile: string,
+    /** Blank input lines skipped (they hold no record). */
+    blankLines: number,
+    /** Bytes of a torn last output line that resuming cut off and redid. */
+    repairedBytes: number,
+    /** True when the run stopped early (signal); rerun the same command to continue. */
+    interrupted: boolean,
+    /** True when every record (of the shard, up to the limit) is in the output. */
+    complete: boolean
+}
+
+/** The bad record that stopped a `strict` run. */
+export class BatchRecordError extends Error {
+    constructor(readonly line: number, readonly reason: string) {
+        super(`Line ${line}: ${reason}`);
+        this.name = "BatchRecordError";
+    }
+}
+
+/** What a checkpoint must match for a run to resume an output. */
+interface RunSettings {
+    input: string,
+    model: string,
+    head: string | null,
+    format: BatchInputFormat,
+    columns: CsvColumns | null,
+    policy: unknown,
+    mode: string | null,
+    shard: string | null
+}
+
+interface Checkpoint {
+    tool: "qwenguard batch",
+    version: string,
+    settings: RunSettings,
+    complete: boolean,
+    lastLine: number,
+    counts: BatchCounts,
+    updated: string
+}
+
+/**
+ * Moderates a whole file into a JSONL output, one line per input record in input order:
+ * `{"line": 12, "id": …, "level": …, …}` or, for a bad record, `{"line": 12, "error": "…"}` (also written to the
+ * errors file). Memory stays flat (the input streams, `concurrency` records in flight).
+ *
+ * Crash-safe and resumable: lines are written whole, and every `checkpointInterval` the output and errors files are
+ * fsynced and `<output>.checkpoint.json` is replaced atomically. Rerunning with the same input, model and settings
+ * continues after the last complete output line (a torn last line is cut off and redone), so every record ends up
+ * in the output exactly once; the errors file is rebuilt from the output.
+ * @throws TypeError for bad options; BatchOutputError when the output exists but cannot be resumed (other settings,
+ *   not a batch output); BatchInputError for an unusable CSV header; BatchRecordError for a bad record when `strict`
+ * @example
+ * const summary = await moderateFile("chats.jsonl", "verdicts.jsonl", {model: "Qwen3Guard-Gen-0.6B-Q8_0.gguf", concurrency: 4});
+ * console.log(summary.counts.byLevel, summary.recordsPerSecond);
+ */
+export async function moderateFile(input: string, output: string, options: ModerateFileOptions): Promise<BatchSummary> {
+    if (options == null || typeof options !== "object")
+        throw new TypeError("Expected an options object {model, …}");
+    if (typeof input !== "string" || input.length === 0 || typeof output !== "string" || output.length === 0)
+        throw new TypeError("Expected the input and output file paths");
+    const format = oneOfOption("format", options.format ?? formatOf(input), batchInputFormats);
+    const shard = options.shard == null ? null : checkShard(options.shard);
+    const limit = options.limit == null ? Infinity : integerOption("limit", options.limit, 1, Number.MAX_SAFE_INTEGER);
+    const interval = integerOption("checkpointInterval", options.checkpointInterval ?? 2000, 1, 3_600_000);
+    const maxRecordBytes = integerOption("maxRecordBytes", options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES, 64, 1 << 30);
+    resolveGenPolicy(options.policy);
+    if (!existsSync(input))
+        throw new Error(`Input file ${input} does not exist`);
+    if (path.resolve(input) === path.resolve(output))
+        throw new TypeError("The output must not be the input file");
+    const errorsFile = options.errors ?? `${output}.errors.jsonl`;
+    const checkpointFile = `${output}.checkpoint.json`;
+    const settings: RunSettings = {
+        input: path.resolve(input), model: path.resolve(options.model), head: options.head != null ? path.resolve(options.head) : null,
+        format, columns: format === "csv" ? {id: "id", prompt: "prompt", response: "response", ...options.columns} : null,
+        policy: options.policy ?? "strict", mode: options.mode ?? null, shard: shard != null ? `${shard.index}/${shard.count}` : null
+    };
+
+    // resume: the output so far (torn last line cut off) and its counts; the errors file is rebuilt from it
+    let resumeAfter = 0;
+    let tally = new BatchTally();
+    let repairedBytes = 0;
+    const resuming = existsSync(output) && options.overwrite !== true;
+    if (resuming) {
+        const checkpoint = readCheckpoint(checkpointFile, output);
+        const mismatched = (Object.keys(settings) as Array<keyof RunSettings>)
+            .filter((key) => JSON.stringify(settings[key]) !== JSON.stringify(checkpoint.settings[key]));
+        if (mismatched.length > 0)
+            throw new BatchOutputError(`${output} was written with other settings (${mismatched.map((key) =>
+                `${key}: ${JSON.stringify(checkpoint.settings[key])} then, ${JSON.stringify(settings[key])} now`).join("; ")}): ` +
+                "rerun with the same settings to resume, or pass --overwrite to start again");
+    }
+    const judge = await Judge.open(options);
+    const errs = openSync(errorsFile, "w");
+    const write = (fd: number, text: string) => void writeSync(fd, text);
+    if (resuming) {
+        try {
+            const scanned = await scanOutput(output, (text, line) => {
+                if (line.error != null)
+                    write(errs, text + "\n");
+            });
+            resumeAfter = scanned.lastLine;
+            tally = scanned.tally;
+            repairedBytes = scanned.truncatedBytes;
+        } catch (error) {
+            closeSync(errs);
+            await judge.dispose();
+            throw error;
+        }
+    }
+    const resumed = tally.records;
+    const out = openSync(output, resumeAfter > 0 ? "a" : "w");
+    const totalBytes = statSync(input).size;
+    const start = performance.now();
+    let bytesRead = 0;
+    let skippedBytes = 0;
+    let processed = 0;
+    let blankLines = 0;
+    let lastLine = resumeAfter;
+    let lastCheckpoint = start;
+    let complete = false;
+    let tokens = 0;
+
+    const progress = (): BatchProgress => {
+        const elapsedMs = performance.now() - start;
+        const seconds = elapsedMs / 1000;
+        const rate = processed / Math.max(seconds, 1e-9);
+        const bytesPerSecond = (bytesRead - skippedBytes) / Math.max(seconds, 1e-9);
+        return {counts: {...tally.snapshot(), tokens}, processed, resumed, bytesRead, totalBytes, elapsedMs,
+            recordsPerSecond: processed > 0 ? rate : 0, tokensPerSecond: processed > 0 ? tokens / Math.max(seconds, 1e-9) : 0,
+            etaSeconds: bytesRead > skippedBytes && processed > 0 ? Math.max(0, (totalBytes - bytesRead) / bytesPerSecond) : null};
+    };
+    const checkpoint = () => {
+        fsyncSync(out);
+        fsyncSync(errs);
+        writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete, lastLine,
+            counts: {...tally.snapshot(), tokens}, updated: new Date().toISOString()});
+        lastCheckpoint = performance.now();
+    };
+
+    try {
+        checkpoint(); // the checkpoint exists before the first new line does
+
+        let selected = 0;
+        let limitReached = false;
+        async function* todo(): AsyncGenerator<InputRecord> {
+            for await (const record of readRecords(input, {format, columns: options.columns, maxRecordBytes, onBlankLine: () => blankLines++})) {
+                if (shard != null && record.index % shard.count !== shard.index - 1)
+                    continue;
+                if (selected >= limit) {
+                    limitReached = true;
+                    return;
+                }
+                selected++;
+                if (record.line <= resumeAfter)
+                    skippedBytes = record.end;
+                else
+                    yield record;
+            }
+        }
+        const records = mapInOrder(todo(), judge.inFlight, async (record) => {
+            if (record.error != null)
+                return {record, error: record.error, tokens: 0};
+            try {
+                const {result, tokens: used} = await judge.judge(record.messages!);
+                return {record, result, tokens: used};
+            } catch (error) {
+                if (!isItemError(error))
+                    throw error;
+                return {record, error: (error as Error).message, tokens: 0};
+            }
+        }, options.signal);
+
+        for await (const {record, result, error, tokens: used} of records) {
+            if (error != null && options.strict === true)
+                throw new BatchRecordError(record.line, error);
+            const head = {line: record.line, ...(record.id != null ? {id: record.id} : {})};
+            const text = JSON.stringify(error != null ? {...head, error} : {...head, ...result});
+            write(out, text + "\n");
+            if (error != null)
+                write(errs, text + "\n");
+            tally.add(error != null ? {error} : result!);
+            tokens += used;
+            processed++;
+            lastLine = record.line;
+            bytesRead = record.end;
+            if (performance.now() - lastCheckpoint >= interval)
+                checkpoint();
+            options.onProgress?.(progress());
+        }
+        complete = options.signal?.aborted !== true || limitReached;
+        if (complete)
+            bytesRead = totalBytes;
+    } finally {
+        try {
+            checkpoint();
+        } finally {
+            closeSync(out);
+            closeSync(errs);
+            await judge.dispose();
+        }
+    }
+    const summary: BatchSummary = {...progress(), output, errorsFile, blankLines, repairedBytes, interrupted: !complete, complete};
+    options.onProgress?.(summary);
+    return summary;
+}
+
+/** `.jsonl`/`.json`/`.ndjson` → jsonl, `.csv` → csv, anything else → txt. */
+function formatOf(input: string): BatchInputFormat {
+    const extension = path.extname(input).toLowerCase();
+    return extension === ".csv" ? "csv" : [".jsonl", ".json", ".ndjson"].includes(extension) ? "jsonl" : "txt";
+}
+
+function checkShard(shard: {index: number, count: number}): {index: number, count: number} {
+    if (shard == null || typeof shard !== "object")
+        throw new TypeError("Expected {index, count} for \"shard\"");
+    const count = integerOption("shard.count", shard.count, 1, 1 << 20);
+    return {index: integerOption("shard.index", shard.index, 1, count), count};
+}
+
+function readCheckpoint(file: string, output: string): Checkpoint {
+    if (!existsSync(file))
+        throw new BatchOutputError(`${output} exists but ${file} does not, so it cannot be resumed: ` +
+            "pass --overwrite to replace it, or choose another output");
+    let checkpoint: Partial<Checkpoint>;
+    try {
+        checkpoint = JSON.parse(readFileSync(file, "utf8")) as Partial<Checkpoint>;
+    } catch (error) {
+        throw new BatchOutputError(`${file} is not a batch checkpoint (${(error as Error).message}): pass --overwrite to start again`);
+    }
+    if (checkpoint.tool !== "qwenguard batch" || checkpoint.settings == null)
+        throw new BatchOutputError(`${file} is not a qwenguard batch checkpoint: pass --overwrite to start again`);
+    return checkpoint as Checkpoint;
+}
+
+/** Replaces the checkpoint atomically: a temporary file, fsynced, renamed over it. */
+function writeCheckpoint(file: string, checkpoint: Checkpoint): void {
+    const temporary = `${file}.tmp`;
+    const fd = openSync(temporary, "w");
+    try {
+        writeSync(fd, JSON.stringify(checkpoint, null, 2) + "\n");
+        fsyncSync(fd);
+    } finally {
+        closeSync(fd);
+    }
+    try {
+        renameSync(temporary, file);
+    } catch (error) {
+        unlinkSync(temporary);
+        throw error;
+    }
+}

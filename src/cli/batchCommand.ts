@@ -1,0 +1,193 @@
+import type {Command} from "commander";
+import {BatchInputError, BatchOutputError, BatchRecordError, batchInputFormats, mergeBatchOutputs, moderateFile} from "../index.js";
+import type {BatchInputFormat, BatchProgress, BatchSummary} from "../index.js";
+import {UsageError} from "./UsageError.js";
+import {integerFlag, parseMode, parsePolicy} from "./flags.js";
+
+interface BatchCommandOptions {
+    output: string,
+    model: string,
+    head?: string,
+    format?: string,
+    concurrency: string,
+    policy: string,
+    mode?: string,
+    shard?: string,
+    limit?: string,
+    strict?: boolean,
+    errors?: string,
+    overwrite?: boolean,
+    idColumn?: string,
+    promptColumn?: string,
+    responseColumn?: string,
+    threads?: string,
+    contextSize?: string,
+    json?: boolean
+}
+
+/** Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it. */
+const INTERRUPTED = 130;
+
+/** `qwenguard batch` and `qwenguard merge`: offline moderation of whole files, resumable, shardable. */
+export function registerBatchCommand(program: Command, setExitCode: (code: number) => void): void {
+    program.command("batch")
+        .description("moderate a whole file into a JSONL output (one line per record, input order); rerun the same command to resume")
+        .argument("<input>", "JSONL ({\"id\"?, \"prompt\", \"response\"?} or {\"id\"?, \"messages\"}), CSV with a header, or text (one prompt per line)")
+        .requiredOption("-o, --output <file>", "the JSONL output; <output>.checkpoint.json beside it makes the run resumable")
+        .requiredOption("-m, --model <file>", "a Qwen3Guard-Gen GGUF, or a Qwen3Guard-Stream backbone GGUF (detected from the file)")
+        .option("--head <file>", "Stream: the head GGUF (default: the one the backbone names, beside it)")
+        .option("--format <format>", "jsonl, csv or txt (default: from the input's extension: .jsonl/.json/.ndjson, .csv, else txt)")
+        .option("-c, --concurrency <n>", "records judged at once, in parallel sequences", "1")
+        .option("--policy <policy>", "strict (Controversial flags), loose (it does not), or a number: flag when P(Unsafe) + P(Controversial) reaches it", "strict")
+        .option("--mode <mode>", "Gen: score (probabilities, the default) or generate (greedy answer, parsed)")
+        .option("--shard <i/n>", "process only the i-th of n interleaved shards (records i, i+n, …; 1-based); join outputs with qwenguard merge")
+        .option("--limit <n>", "process at most n records (of the shard)")
+        .option("--strict", "stop at the first bad record instead of reporting it in the output and the errors file")
+        .option("--errors <file>", "the errors file (default: <output>.errors.jsonl)")
+        .option("--overwrite", "start again, replacing an existing output instead of resuming it")
+        .option("--id-column <name>", "CSV: the id column (default: id, when present)")
+        .option("--prompt-column <name>", "CSV: the prompt column (default: prompt)")
+        .option("--response-column <name>", "CSV: the response column (default: response, when present; an empty cell judges the prompt alone)")
+        .option("-t, --threads <n>", "CPU threads")
+        .option("--context-size <n>", "Gen: tokens per request; Stream: KV cells shared by the sessions")
+        .option("--json", "print the summary as JSON instead of a table")
+        .action(async (input: string, options: BatchCommandOptions) => setExitCode(await runBatch(input, options)));
+
+    program.command("merge")
+        .description("join the outputs of `batch --shard i/n` runs into one output in input order")
+        .argument("<shards...>", "the shard outputs")
+        .requiredOption("-o, --output <file>", "the merged JSONL output")
+        .action(async (shards: string[], options: {output: string}) => {
+            const {lines} = await failAsUsage(() => mergeBatchOutputs(shards, options.output));
+            process.stderr.write(`qwenguard: merged ${shards.length} shards, ${lines} lines, into ${options.output}\n`);
+        });
+}
+
+async function runBatch(input: string, options: BatchCommandOptions): Promise<number> {
+    if (options.format != null && !(batchInputFormats as readonly string[]).includes(options.format))
+        throw new UsageError(`Expected jsonl, csv or txt for --format but received ${JSON.stringify(options.format)}`);
+    const shard = parseShard(options.shard);
+    const columns = {id: options.idColumn, prompt: options.promptColumn, response: options.responseColumn};
+    const given = Object.entries(columns).filter(([, value]) => value != null);
+    if (given.length > 0 && options.format !== "csv" && !input.toLowerCase().endsWith(".csv"))
+        throw new UsageError("--id-column, --prompt-column and --response-column apply to CSV input");
+
+    const controller = new AbortController();
+    let interrupts = 0;
+    const onInterrupt = () => {
+        interrupts++;
+        if (interrupts > 1)
+            process.exit(INTERRUPTED); // every line written so far is whole: the next run resumes after it
+        process.stderr.write("\nqwenguard: stopping after the records in flight (Ctrl-C again to quit now); rerun the same command to resume\n");
+        controller.abort();
+    };
+    process.on("SIGINT", onInterrupt);
+    process.on("SIGTERM", onInterrupt);
+    const progress = new ProgressReporter();
+    try {
+        const summary = await failAsUsage(() => moderateFile(input, options.output, {
+            model: options.model, head: options.head, format: options.format as BatchInputFormat | undefined,
+            columns: Object.fromEntries(given), policy: parsePolicy(options.policy), mode: parseMode(options.mode),
+            concurrency: integerFlag("--concurrency", options.concurrency), threads: integerFlag("--threads", options.threads),
+            contextSize: integerFlag("--context-size", options.contextSize), shard, limit: integerFlag("--limit", options.limit),
+            strict: options.strict === true, errors: options.errors, overwrite: options.overwrite === true,
+            signal: controller.signal, onProgress: (state) => progress.update(state),
+            onWarning: (message) => void process.stderr.write(`qwenguard: warning: ${message}\n`)
+        }));
+        progress.finish();
+        process.stdout.write(options.json ? JSON.stringify(summary) + "\n" : summaryTable(summary));
+        return summary.interrupted ? INTERRUPTED : 0;
+    } finally {
+        progress.finish();
+        process.off("SIGINT", onInterrupt);
+        process.off("SIGTERM", onInterrupt);
+    }
+}
+
+/** Errors about the input or the output (not the program) exit like usage errors, with their message. */
+async function failAsUsage<T>(action: () => Promise<T>): Promise<T> {
+    try {
+        return await action();
+    } catch (error) {
+        if (error instanceof BatchInputError || error instanceof BatchOutputError || error instanceof BatchRecordError || error instanceof TypeError)
+            throw new UsageError(error.message);
+        throw error;
+    }
+}
+
+function parseShard(shard: string | undefined): {index: number, count: number} | undefined {
+    if (shard == null)
+        return undefined;
+    const match = /^(\d+)\/(\d+)$/.exec(shard);
+    const [index, count] = match == null ? [0, 0] : [Number(match[1]), Number(match[2])];
+    if (match == null || count < 1 || index < 1 || index > count)
+        throw new UsageError(`Expected i/n with 1 ≤ i ≤ n for --shard (e.g. 1/4) but received ${JSON.stringify(shard)}`);
+    return {index, count};
+}
+
+/** On a terminal: one line redrawn in place. Otherwise: a status line every 30 s, so logs stay readable. */
+class ProgressReporter {
+    private readonly tty = process.stderr.isTTY === true;
+    private lastDraw = 0;
+    private drawn = false;
+
+    update(state: BatchProgress): void {
+        const now = performance.now();
+        if (now - this.lastDraw < (this.tty ? 200 : 30_000))
+            return;
+        this.lastDraw = now;
+        const line = describeProgress(state, this.tty);
+        process.stderr.write(this.tty ? `\r\x1b[2K${line}` : `qwenguard: ${line}\n`);
+        this.drawn = this.tty;
+    }
+
+    finish(): void {
+        if (this.drawn)
+            process.stderr.write("\r\x1b[2K");
+        this.drawn = false;
+    }
+}
+
+function describeProgress(state: BatchProgress, bar: boolean): string {
+    const fraction = state.totalBytes != null && state.totalBytes > 0 ? Math.min(1, state.bytesRead / state.totalBytes) : null;
+    const {byLevel, errors, records} = state.counts;
+    const parts = [
+        fraction != null ? `${bar ? `[${"#".repeat(Math.round(fraction * 20)).padEnd(20, "-")}] ` : ""}${(fraction * 100).toFixed(1)}%` : null,
+        `${records} records`,
+        `${state.recordsPerSecond.toFixed(1)} rec/s`,
+        `${Math.round(state.tokensPerSecond)} tok/s`,
+        state.etaSeconds != null ? `ETA ${duration(state.etaSeconds)}` : null,
+        `Safe ${byLevel.Safe} Controversial ${byLevel.Controversial} Unsafe ${byLevel.Unsafe}`,
+        `errors ${errors}`
+    ];
+    return parts.filter((part) => part != null).join("  ");
+}
+
+function summaryTable(summary: BatchSummary): string {
+    const {counts} = summary;
+    const judged = counts.records - counts.errors;
+    const rows: Array<[string, string]> = [
+        ["records", `${counts.records}${summary.resumed > 0 ? ` (${summary.resumed} from earlier runs)` : ""}`],
+        ...(["Safe", "Controversial", "Unsafe"] as const).map((level): [string, string] => [`  ${level}`, share(counts.byLevel[level], judged)]),
+        ...Object.entries(counts.byCategory).sort(([, a], [, b]) => b - a).map(([category, n]): [string, string] => [`    ${category}`, share(n, judged)]),
+        ["flagged", share(counts.flagged, judged)],
+        ["errors", `${counts.errors}${counts.errors > 0 ? ` (see ${summary.errorsFile})` : ""}`],
+        ...(summary.blankLines > 0 ? [["blank lines skipped", String(summary.blankLines)] as [string, string]] : []),
+        ...(summary.repairedBytes > 0 ? [["torn last line redone", `${summary.repairedBytes} bytes`] as [string, string]] : []),
+        ["time", `${duration(summary.elapsedMs / 1000)} for ${summary.processed} records this run`],
+        ["throughput", `${summary.recordsPerSecond.toFixed(2)} records/s, ${Math.round(summary.tokensPerSecond)} tokens/s`],
+        ["output", `${summary.output}${summary.interrupted ? " (interrupted: rerun the same command to resume)" : ""}`]
+    ];
+    const width = Math.max(...rows.map(([name]) => name.length));
+    return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}\n`).join("");
+}
+
+function share(n: number, of: number): string {
+    return `${n}${of > 0 ? ` (${(100 * n / of).toFixed(1)}%)` : ""}`;
+}
+
+function duration(seconds: number): string {
+    const s = Math.round(seconds);
+    return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor(s % 3600 / 60)).padStart(2, "0")}m`
+        : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
+}

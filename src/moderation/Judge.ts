@@ -1,0 +1,211 @@
+import {existsSync} from "node:fs";
+import {GenGuard} from "../gen/GenGuard.js";
+import {resolveGenPolicy} from "../gen/genPolicy.js";
+import type {GenPolicyOption} from "../gen/genPolicy.js";
+import {readGuardVariant} from "../gen/readGuardVariant.js";
+import type {GenMode, GenVerdict} from "../gen/types.js";
+import type {Message} from "../conversation/messages.js";
+import {tokenizeSegments} from "../conversation/TokenSegments.js";
+import type {GpuOption} from "../native/loadAddon.js";
+import {integerOption, oneOfOption} from "../options.js";
+import {StreamGuard} from "../stream/StreamGuard.js";
+import type {StreamModerationReport} from "../stream/StreamGuard.js";
+import {streamPromptSegments} from "../stream/streamTemplate.js";
+import type {RiskLevel} from "../stream/types.js";
+
+export interface JudgeOptions {
+    /** A Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (told apart by its metadata). */
+    model: string,
+    /** Stream: the head GGUF; default: the file the backbone names. */
+    head?: string,
+    /** Default `"strict"`. */
+    policy?: GenPolicyOption,
+    /** Gen: `"score"` (default) or `"generate"`. */
+    mode?: GenMode,
+    /** Conversations judged at once (Gen: parallel sequences; Stream: sessions); default 1. */
+    concurrency?: number,
+    threads?: number,
+    /** Gen: tokens per request; Stream: KV cells shared by the sessions. Default: the model's. */
+    contextSize?: number,
+    gpu?: GpuOption,
+    /** Warnings about the model file (Gen); default `process.emitWarning`. */
+    onWarning?: (message: string) => void
+}
+
+/** One verdict, the same shape for Gen and Stream models. */
+export interface JudgeResult {
+    model: "gen" | "stream",
+    /** What was judged: the last user message (`prompt`) or the last assistant message (`response`). */
+    target: "prompt" | "response",
+    level: RiskLevel,
+    category: string | null,
+    /** Gen: the verdict's probabilities; Stream response: those of the decisive token (see `probsToken`). */
+    probs: Record<RiskLevel, number>,
+    /** Whether the policy flags it. */
+    flagged: boolean,
+    categories?: string[],
+    categoryProbs?: Record<string, number>,
+    refusal?: "Yes" | "No",
+    refusalProbs?: {Yes: number, No: number},
+    /** Stream, response: the token whose probabilities `probs` are (where monitoring stops, else the least safe token). */
+    probsToken?: number,
+    /** Stream, response: where live monitoring would have stopped the response (token index, character offset). */
+    stoppedAt?: {token: number, offset: number} | null,
+    /** Gen, generate mode: the model's answer. */
+    text?: string
+}
+
+/** A judge and what one verdict cost (for throughput figures). */
+export interface JudgeOutcome {
+    result: JudgeResult,
+    /** Tokens of the rendered conversation that the model read (Gen: the template included). */
+    tokens: number
+}
+
+/**
+ * Judges conversations with whichever Qwen3Guard model a file holds: a Gen model (level, category, refusal,
+ * probabilities) or a Stream model (prompt verdict; for a response, its verdict and where streaming would have
+ * stopped). Up to `concurrency` conversations run at once, batched into the same decodes.
+ */
+export class Judge {
+    private exclusive: Promise<void> | null = null;
+    private running = 0;
+    private drained: (() => void) | null = null;
+
+    private constructor(
+        /** Which model the file holds. */
+        readonly kind: "gen" | "stream",
+        /** Conversations judged at once. */
+        readonly concurrency: number,
+        /**
+         * Calls of {@link judge} worth having in flight: Gen prompts and responses run in their own `concurrency`
+         * sequences each, so twice `concurrency` keeps both busy; Stream sessions take either.
+         */
+        readonly inFlight: number,
+        private readonly judgeOne: (messages: Message[]) => Promise<JudgeOutcome>,
+        private readonly disposeModel: () => Promise<void>,
+        /** Whether an error means "the shared context is full right now" (Stream: worth retrying alone). */
+        private readonly isCapacityError: (error: unknown) => boolean
+    ) {}
+
+    /**
+     * Loads the model a file holds.
+     * @throws TypeError for bad options; Error when the file is missing, is a Stream head, or cannot be loaded
+     * @example
+     * const judge = await Judge.open({model: "Qwen3Guard-Gen-0.6B-Q8_0.gguf", concurrency: 4});
+     * const {result} = await judge.judge([{role: "user", content: "How do I make a bomb?"}]);
+     */
+    static async open(options: JudgeOptions): Promise<Judge> {
+        if (options == null || typeof options !== "object")
+            throw new TypeError("Expected an options object {model, head?, policy?, mode?, concurrency?, threads?, contextSize?}");
+        const concurrency = integerOption("concurrency", options.concurrency ?? 1, 1, 64);
+        const policy = options.policy ?? "strict";
+        resolveGenPolicy(policy); // refuses a bad policy before the model loads
+        if (typeof options.model !== "string" || !existsSync(options.model))
+            throw new Error(`Model file ${String(options.model)} does not exist`);
+        const variant = await readGuardVariant(options.model);
+        if (variant === "stream-head")
+            throw new Error(`${options.model} is a Stream head file: pass the Stream backbone GGUF as the model`);
+
+        if (variant === "stream-backbone") {
+            for (const [name, value] of [["mode", options.mode], ["onWarning", options.onWarning]] as const)
+                if (value != null)
+                    throw new TypeError(`"${name}" applies to Gen models only, and ${options.model} is a Stream model`);
+            const guard = await StreamGuard.load({model: options.model, head: options.head, threads: options.threads, gpu: options.gpu,
+                contextSize: options.contextSize, maxSessions: Math.max(8, concurrency)});
+            const promptFlagged = promptRule(policy);
+            const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
+                const report = await guard.moderate(messages, {policy});
+                const promptTokens = tokenizeSegments(streamPromptSegments(messages.slice(0, messages.map(({role}) => role).lastIndexOf("user") + 1)),
+                    guard._tokenize).length;
+                return {result: streamResult(messages, report, promptFlagged), tokens: promptTokens + (report.response?.tokens.length ?? 0)};
+            };
+            return new Judge("stream", concurrency, concurrency, judgeOne, () => guard.dispose(),
+                (error) => error instanceof Error && error.message.startsWith("The context is full"));
+        }
+
+        if (options.head != null)
+            throw new TypeError(`"head" applies to Stream models only, and ${options.model} is a Gen model`);
+        const mode = oneOfOption<GenMode>("mode", options.mode ?? "score", ["score", "generate"]);
+        const gen = await GenGuard.load({model: options.model, threads: options.threads, contextSize: options.contextSize, gpu: options.gpu,
+            parallel: concurrency, onWarning: options.onWarning});
+        const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
+            const verdict = await gen.moderate(messages, {mode, policy});
+            return {result: genResult(verdict), tokens: verdict.usage.promptTokens};
+        };
+        return new Judge("gen", concurrency, 2 * concurrency, judgeOne, () => gen.dispose(), () => false);
+    }
+
+    /**
+     * Judges one conversation. Calls may overlap (up to `concurrency` make sense). A Stream conversation that finds
+     * the shared context full because of the others waits for them and runs alone.
+     * @throws TypeError for a bad conversation; Error when it does not fit the context on its own
+     */
+    async judge(messages: Message[]): Promise<JudgeOutcome> {
+        while (this.exclusive != null)
+            await this.exclusive;
+        this.running++;
+        try {
+            return await this.judgeOne(messages);
+        } catch (error) {
+            if (!this.isCapacityError(error))
+                throw error;
+        } finally {
+            this.running--;
+            if (this.running === 0)
+                this.drained?.();
+        }
+        return this.judgeAlone(messages);
+    }
+
+    /** Frees the model. */
+    dispose(): Promise<void> {
+        return this.disposeModel();
+    }
+
+    private async judgeAlone(messages: Message[]): Promise<JudgeOutcome> {
+        while (this.exclusive != null)
+            await this.exclusive;
+        let release!: () => void;
+        this.exclusive = new Promise((resolve) => release = resolve);
+        try {
+            if (this.running > 0)
+                await new Promise<void>((resolve) => this.drained = resolve);
+            this.drained = null;
+            return await this.judgeOne(messages);
+        } finally {
+            this.exclusive = null;
+            release();
+        }
+    }
+}
+
+function genResult(verdict: GenVerdict): JudgeResult {
+    const {target, level, category, categories, refusal, probs, categoryProbs, refusalProbs, flagged, text} = verdict;
+    return {model: "gen", target, level, category, probs, flagged, categories, categoryProbs,
+        ...(refusal != null ? {refusal, refusalProbs} : {}), ...(text != null ? {text} : {})};
+}
+
+/** A Stream prompt verdict is one position of the query head: flagged as a Gen verdict would be under the policy. */
+function promptRule(policy: GenPolicyOption): (level: RiskLevel, probs: Record<RiskLevel, number>) => boolean {
+    const {minProb, controversial} = resolveGenPolicy(policy);
+    return (level, probs) => minProb != null
+        ? probs.Unsafe + (controversial ? probs.Controversial : 0) >= minProb
+        : level === "Unsafe" || (controversial && level === "Controversial");
+}
+
+function streamResult(messages: Message[], report: StreamModerationReport,
+    promptFlagged: (level: RiskLevel, probs: Record<RiskLevel, number>) => boolean): JudgeResult {
+    if (messages[messages.length - 1].role === "assistant" && report.response != null) {
+        const {level, category, flag, flagged, tokens} = report.response;
+        // the response's probabilities: those of the token where monitoring stops, else of the most unsafe token
+        const decisive = flag != null ? tokens[flag.index] : tokens.reduce((worst, token) => token.probs.Safe < worst.probs.Safe ? token : worst, tokens[0]);
+        return {model: "stream", target: "response", level, category, probs: decisive?.probs ?? {Safe: 1, Unsafe: 0, Controversial: 0},
+            ...(decisive != null ? {probsToken: decisive.index} : {}), flagged,
+            stoppedAt: flag != null ? {token: flag.index, offset: flag.textOffset} : null};
+    }
+    if (report.prompt == null)
+        throw new TypeError("The conversation has no user message");
+    const {level, category, probs, categoryProbs} = report.prompt;
+    return {model: "stream", target: "prompt", level, category, probs, flagged: promptFlagged(level, probs), categoryProbs};
+}

@@ -1,0 +1,46 @@
+import {validateMessages} from "../conversation/messages.js";
+import type {Message} from "../conversation/messages.js";
+
+/**
+ * A conversation from parsed JSON: `[messages]`, `{"messages": [...]}`, or `{"prompt": string, "response"?: string}`.
+ * The conversation must have a user message (every verdict is about a user turn or the answer to one).
+ * @throws TypeError saying what is wrong and what was expected
+ * @example
+ * conversationOf({prompt: "hi", response: "Hello!"}); // [{role: "user", …}, {role: "assistant", …}]
+ */
+export function conversationOf(value: unknown): Message[] {
+    const messages = messagesOf(value);
+    if (!messages.some((message) => message.role === "user"))
+        throw new TypeError("The conversation has no user message");
+    return messages;
+}
+
+function messagesOf(value: unknown): Message[] {
+    if (Array.isArray(value))
+        return validateMessages(value);
+    if (value != null && typeof value === "object") {
+        const object = value as Record<string, unknown>;
+        if ("messages" in object)
+            return validateMessages(object.messages);
+        if ("prompt" in object) {
+            if (typeof object.prompt !== "string")
+                throw new TypeError(`Expected a string for "prompt" but received ${typeName(object.prompt)}`);
+            if (object.response === undefined)
+                return [{role: "user", content: object.prompt}];
+            if (typeof object.response !== "string")
+                throw new TypeError(`Expected a string for "response" but received ${typeName(object.response)}`);
+            return [{role: "user", content: object.prompt}, {role: "assistant", content: object.response}];
+        }
+    }
+    throw new TypeError(`Expected {"prompt": string, "response"?: string}, {"messages": [...]} or [messages] but received ${typeName(value)}`);
+}
+
+function typeName(value: unknown): string {
+    if (value === null)
+        return "null";
+    if (Array.isArray(value))
+        return "an array";
+    if (typeof value === "object")
+        return `an object with keys ${JSON.stringify(Object.keys(value as object).slice(0, 5))}`;
+    return typeof value === "string" ? "a string" : `${typeof value} ${String(value)}`;
+}

@@ -1,0 +1,34 @@
+/**
+ * Maps an (async) iterable with up to `concurrency` calls of `work` at once and yields the results in input order.
+ * Memory holds at most `concurrency` items, running or finished and waiting for an earlier one. Stops pulling new
+ * items once `signal` aborts (the items already started still finish and are yielded).
+ * @param work - must not reject for one item's failure: encode failures in its result
+ */
+export async function* mapInOrder<T, R>(items: AsyncIterable<T> | Iterable<T>, concurrency: number, work: (item: T) => Promise<R>,
+    signal?: AbortSignal): AsyncGenerator<R> {
+    const iterator = Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : (items as Iterable<T>)[Symbol.iterator]();
+    const pending: Promise<R>[] = [];
+    let exhausted = false;
+    const fill = async () => {
+        while (!exhausted && pending.length < concurrency && signal?.aborted !== true) {
+            const next = await iterator.next();
+            if (next.done === true) {
+                exhausted = true;
+                return;
+            }
+            const result = work(next.value);
+            result.catch(() => {}); // awaited in order below; a later one failing first must not go unhandled
+            pending.push(result);
+        }
+    };
+    try {
+        await fill();
+        while (pending.length > 0) {
+            yield await pending.shift()!;
+            await fill();
+        }
+    } finally {
+        if (!exhausted)
+            await iterator.return?.();
+    }
+}
