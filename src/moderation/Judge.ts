@@ -28,7 +28,7 @@ export interface JudgeOptions {
     /** Gen: tokens per request; Stream: KV cells shared by the sessions. Default: the model's. */
     contextSize?: number,
     gpu?: GpuOption,
-    /** Warnings about the model file (Gen); default `process.emitWarning`. */
+    /** Warnings about the model file (Gen models have some); default `process.emitWarning`. */
     onWarning?: (message: string) => void
 }
 
@@ -108,9 +108,8 @@ export class Judge {
             throw new Error(`${options.model} is a Stream head file: pass the Stream backbone GGUF as the model`);
 
         if (variant === "stream-backbone") {
-            for (const [name, value] of [["mode", options.mode], ["onWarning", options.onWarning]] as const)
-                if (value != null)
-                    throw new TypeError(`"${name}" applies to Gen models only, and ${options.model} is a Stream model`);
+            if (options.mode != null)
+                throw new TypeError(`"mode" applies to Gen models only, and ${options.model} is a Stream model`);
             const guard = await StreamGuard.load({model: options.model, head: options.head, threads: options.threads, gpu: options.gpu,
                 contextSize: options.contextSize, maxSessions: Math.max(8, concurrency)});
             const promptFlagged = promptRule(policy);
