@@ -26,7 +26,7 @@ export {describeGguf, formatDescription, readGguf, GgufWriter, SafetensorsReader
 export type {GgufDescription, GgufFile} from "../gguf/index.js";
 export {GenGuard} from "./gen/GenGuard.js";
 export type {GenGuardOptions} from "./gen/GenGuard.js";
-export type {GenMode, GenModerateOptions, GenUsage, GenVerdict} from "./gen/types.js";
+export type {GenMode, GenModerateOptions, GenUsage, GenVerdict, GenWindows} from "./gen/types.js";
 export {resolveGenPolicy} from "./gen/genPolicy.js";
 export type {GenPolicyOption, GenThresholdPolicy} from "./gen/genPolicy.js";
 export {GEN_PROMPT_CATEGORIES, GEN_RESPONSE_CATEGORIES} from "./gen/genTemplate.js";

@@ -85,6 +85,7 @@ interface RunSettings {
     columns: CsvColumns | null,
     policy: unknown,
     mode: string | null,
+    longInput: string | null,
     shard: string | null
 }
 
@@ -133,7 +134,7 @@ export async function moderateFile(input: string, output: string, options: Moder
     const settings: RunSettings = {
         input: path.resolve(input), model: path.resolve(options.model), head: options.head != null ? path.resolve(options.head) : null,
         format, columns: format === "csv" ? {id: "id", prompt: "prompt", response: "response", ...options.columns} : null,
-        policy: options.policy ?? "strict", mode: options.mode ?? null, shard: shard != null ? `${shard.index}/${shard.count}` : null
+        policy: options.policy ?? "strict", mode: options.mode ?? null, longInput: options.longInput ?? null, shard: shard != null ? `${shard.index}/${shard.count}` : null
     };
 
     // resume: the output so far (torn last line cut off) and its counts; the errors file is rebuilt from it

@@ -12,6 +12,7 @@ interface BatchCommandOptions {
     concurrency: string,
     policy: string,
     mode?: string,
+    windows?: boolean,
     shard?: string,
     limit?: string,
     strict?: boolean,
@@ -40,6 +41,7 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
         .option("-c, --concurrency <n>", "records judged at once, in parallel sequences", "1")
         .option("--policy <policy>", "strict (Controversial flags), loose (it does not), or a number: flag when P(Unsafe) + P(Controversial) reaches it", "strict")
         .option("--mode <mode>", "Gen: score (probabilities, the default) or generate (greedy answer, parsed)")
+        .option("--windows", "Gen: judge a message over the context in overlapping windows (the worst wins) instead of failing")
         .option("--shard <i/n>", "process only the i-th of n interleaved shards (records i, i+n, …; 1-based); join outputs with qwenguard merge")
         .option("--limit <n>", "process at most n records (of the shard)")
         .option("--strict", "stop at the first bad record instead of reporting it in the output and the errors file")
@@ -88,6 +90,7 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
         const summary = await failAsUsage(() => moderateFile(input, options.output, {
             model: options.model, head: options.head, format: options.format as BatchInputFormat | undefined,
             columns: Object.fromEntries(given), policy: parsePolicy(options.policy), mode: parseMode(options.mode),
+            ...(options.windows === true ? {longInput: "windows" as const} : {}),
             concurrency: integerFlag("--concurrency", options.concurrency), threads: integerFlag("--threads", options.threads),
             contextSize: integerFlag("--context-size", options.contextSize), shard, limit: integerFlag("--limit", options.limit),
             strict: options.strict === true, errors: options.errors, overwrite: options.overwrite === true,

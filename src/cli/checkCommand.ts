@@ -16,6 +16,7 @@ interface CheckCommandOptions {
     format: string,
     policy: string,
     mode?: string,
+    windows?: boolean,
     json?: boolean,
     threads?: string,
     contextSize?: string,
@@ -48,6 +49,7 @@ export function registerCheckCommand(program: Command, setExitCode: (code: numbe
             "chat: each input is one conversation, [messages] or {\"messages\"}", "text")
         .option("--policy <policy>", "strict (Controversial flags), loose (it does not), or a number: flag when P(Unsafe) + P(Controversial) reaches it", "strict")
         .option("--mode <mode>", "Gen: score (probabilities, one forward pass; the default) or generate (greedy answer, parsed)")
+        .option("--windows", "Gen: judge a message over the context in overlapping windows (the worst wins) instead of failing")
         .option("--json", "write one JSON object per item instead of a line of text")
         .option("-t, --threads <n>", "CPU threads")
         .option("--context-size <n>", "Gen: tokens per request, template and answer included")
@@ -70,11 +72,13 @@ async function runCheck(files: string[], options: CheckCommandOptions): Promise<
     if (variant === "stream-head")
         throw new UsageError(`${options.model} is a Stream head file: pass the Stream backbone GGUF as --model`);
     const isStream = variant === "stream-backbone";
-    const given: Array<[string, unknown]> = isStream ? [["--mode", options.mode], ["--context-size", options.contextSize]] : [["--head", options.head]];
+    const given: Array<[string, unknown]> = isStream ? [["--mode", options.mode], ["--context-size", options.contextSize], ["--windows", options.windows]]
+        : [["--head", options.head]];
     const misplaced = given.filter(([, value]) => value != null).map(([flag]) => flag);
     if (misplaced.length > 0)
         throw new UsageError(`${misplaced.join(" and ")} ${misplaced.length > 1 ? "apply" : "applies"} to ${isStream ? "Gen" : "Stream"} models only`);
     const judge = await Judge.open({model: options.model, head: options.head, policy, mode, threads: numbers.threads,
+        ...(options.windows === true ? {longInput: "windows" as const} : {}),
         contextSize: numbers.contextSize, concurrency: numbers.parallel ?? 1,
         ...(isStream ? {} : {onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)})});
 

@@ -1,8 +1,9 @@
 import {existsSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type {LlamaContext, LlamaContextSequence, LlamaModel} from "node-llama-cpp";
+import type {LlamaContext, LlamaContextSequence, LlamaModel, Token} from "node-llama-cpp";
 import {GgufValueType, readGguf} from "../../gguf/index.js";
+import {ContextLimitError} from "../conversation/ContextLimitError.js";
 import {describeValue, validateMessages} from "../conversation/messages.js";
 import type {Message} from "../conversation/messages.js";
 import {addedTokenIds, plainTextTokenizer} from "../conversation/plainText.js";
@@ -22,7 +23,6 @@ import type {ScoredAnswer} from "./judgeAnswer.js";
 import {parseGenAnswer} from "./parseGenAnswer.js";
 import {SequencePool} from "./SequencePool.js";
 import {serializeSampling} from "./serializeSampling.js";
-import {ContextLimitError} from "../conversation/ContextLimitError.js";
 import type {GenMode, GenModerateOptions, GenVerdict} from "./types.js";
 
 /** Options of {@link GenGuard.load}. */
@@ -49,6 +49,15 @@ export interface GenGuardOptions {
 const ANSWER_TOKENS = 64;
 
 const DEFAULT_CONTEXT_SIZE = 4096;
+
+/** Tokens shared by consecutive windows of a long message, by default. */
+const DEFAULT_WINDOW_OVERLAP = 64;
+/** Tokens left free in each window for the re-tokenization of its edges. */
+const WINDOW_EDGE_TOKENS = 8;
+/** The smallest window worth judging. */
+const MIN_WINDOW_TOKENS = 32;
+/** Worse verdicts rank higher. */
+const LEVEL_RANK = {Safe: 0, Controversial: 1, Unsafe: 2} as const;
 
 /**
  * Qwen3Guard-Gen on node-llama-cpp: judges a prompt or a response (risk level, category, refusal).
@@ -155,7 +164,8 @@ export class GenGuard {
      * @param messages - the conversation; it must contain a user message and end with a user or assistant message
      * @param options - `mode` (`"score"` by default, or `"generate"`) and `policy` (`"strict"` by default)
      * @returns the verdict
-     * @throws TypeError for bad messages or options; ContextLimitError when the rendered prompt is over {@link promptTokenLimit};
+     * @throws TypeError for bad messages or options; ContextLimitError when the rendered prompt is over {@link promptTokenLimit}
+     *   (unless `longInput` is `"windows"`);
      *   MalformedAnswerError (generate mode) when the model's answer does not follow the format, quoting it
      * @example
      * const verdict = await gen.moderate([{role: "user", content: "hi"}, {role: "assistant", content: "Hello!"}]);
@@ -170,11 +180,16 @@ export class GenGuard {
         const mode = oneOfOption<GenMode>("mode", options.mode ?? "score", ["score", "generate"]);
         const policy = resolveGenPolicy(options.policy);
         const {target, segments} = genPromptSegments(checked);
+        const longInput = oneOfOption("longInput", options.longInput ?? "error", ["error", "windows"]);
+        const overlap = integerOption("windowOverlap", options.windowOverlap ?? DEFAULT_WINDOW_OVERLAP, 0, 1 << 20);
         const prompt = tokenizeSegments(segments, this._tokenize);
-        if (prompt.length > this.promptTokenLimit)
+        if (prompt.length > this.promptTokenLimit) {
+            if (longInput === "windows")
+                return this.moderateInWindows(checked, mode, options.policy, overlap);
             throw new ContextLimitError(`The conversation renders to ${prompt.length} tokens in the Gen template, over the limit of ${this.promptTokenLimit} ` +
                 `(contextSize ${this.options.contextSize} minus ${ANSWER_TOKENS} for the answer): pass a larger "contextSize" ` +
-                `(this model was trained on ${this._model.trainContextSize})`, prompt.length, this.promptTokenLimit);
+                `(this model was trained on ${this._model.trainContextSize}), or judge it in windows (longInput: "windows", CLI --windows)`, prompt.length, this.promptTokenLimit);
+        }
 
         return this.pools[target].use(prompt, async (sequence, cached) => {
             this.assertOpen();
@@ -186,6 +201,43 @@ export class GenGuard {
             return {target, ...verdict, flagged: isFlagged(verdict.level, verdict.probs, policy),
                 usage: {promptTokens: prompt.length, cachedTokens: cached, evaluatedTokens: evaluated}};
         });
+    }
+
+    /**
+     * Judges the judged message (the last one) in overlapping windows that each fit the context with the rest of the
+     * conversation; the windows run in parallel sequences. The worst verdict wins.
+     */
+    private async moderateInWindows(messages: Message[], mode: GenMode, policy: GenModerateOptions["policy"], overlap: number): Promise<GenVerdict> {
+        const last = messages.length - 1;
+        const withContent = (content: string): Message[] => messages.map((message, i) => i === last ? {...message, content} : message);
+        const rest = tokenizeSegments(genPromptSegments(withContent("")).segments, this._tokenize).length;
+        const tokens = this._tokenize(messages[last].content, false);
+        // a window's text is re-tokenized inside the template: a few tokens may merge or split at its edges
+        const room = this.promptTokenLimit - rest - WINDOW_EDGE_TOKENS;
+        if (room < MIN_WINDOW_TOKENS)
+            throw new ContextLimitError(`The conversation without its last message renders to ${rest} tokens in the Gen template, leaving no room ` +
+                `for windows of it within the limit of ${this.promptTokenLimit} (at least ${MIN_WINDOW_TOKENS + WINDOW_EDGE_TOKENS} tokens): ` +
+                'pass a larger "contextSize"', rest, this.promptTokenLimit);
+        const step = room - Math.min(overlap, Math.floor(room / 2));
+        const ranges: Array<[number, number]> = [];
+        for (let start = 0; ; start += step) {
+            const end = Math.min(start + room, tokens.length);
+            ranges.push([start, end]);
+            if (end === tokens.length)
+                break;
+        }
+        const verdicts = await Promise.all(ranges.map(([start, end]) =>
+            this.moderate(withContent(this._model.detokenize([...tokens.subarray(start, end)] as Token[])), {mode, policy})));
+        const severity = (verdict: GenVerdict) => LEVEL_RANK[verdict.level] * 2 + verdict.probs.Unsafe + verdict.probs.Controversial;
+        let worst = 0;
+        verdicts.forEach((verdict, i) => {
+            if (severity(verdict) > severity(verdicts[worst]))
+                worst = i;
+        });
+        const usage = verdicts.reduce((sum, {usage}) => ({promptTokens: sum.promptTokens + usage.promptTokens,
+            cachedTokens: sum.cachedTokens + usage.cachedTokens, evaluatedTokens: sum.evaluatedTokens + usage.evaluatedTokens}),
+        {promptTokens: 0, cachedTokens: 0, evaluatedTokens: 0});
+        return {...verdicts[worst], windows: {count: ranges.length, worst, startToken: ranges[worst][0], endToken: ranges[worst][1]}, usage};
     }
 
     /**

@@ -14,7 +14,26 @@ export interface GenModerateOptions {
     /** Default `"score"`. */
     mode?: GenMode,
     /** Default `"strict"`. */
-    policy?: GenPolicyOption
+    policy?: GenPolicyOption,
+    /**
+     * A conversation over the context: `"error"` (default) refuses it with a ContextLimitError; `"windows"` judges the
+     * judged message (the last user or assistant message) in overlapping windows of tokens, each rendered with the
+     * rest of the conversation, and returns the worst window's verdict (see {@link GenVerdict.windows}).
+     */
+    longInput?: "error" | "windows",
+    /** Tokens shared by consecutive windows; default 64 (at most half a window). */
+    windowOverlap?: number
+}
+
+/** How a long message was judged in windows. */
+export interface GenWindows {
+    /** Windows judged. */
+    count: number,
+    /** The window whose verdict this is (0-based): the worst level, then the highest P(Unsafe) + P(Controversial). */
+    worst: number,
+    /** Its tokens in the judged message, [start, end) (Qwen3 tokens of the message's text). */
+    startToken: number,
+    endToken: number
 }
 
 /** Token counts of one request. */
@@ -51,5 +70,8 @@ export interface GenVerdict {
     flagged: boolean,
     /** The generated answer (generate mode). */
     text?: string,
+    /** Present when the judged message was judged in windows (`longInput: "windows"`). */
+    windows?: GenWindows,
+    /** Token counts (summed over the windows, when there are several). */
     usage: GenUsage
 }

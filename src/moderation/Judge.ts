@@ -3,7 +3,7 @@ import {GenGuard} from "../gen/GenGuard.js";
 import {resolveGenPolicy} from "../gen/genPolicy.js";
 import type {GenPolicyOption} from "../gen/genPolicy.js";
 import {readGuardVariant} from "../gen/readGuardVariant.js";
-import type {GenMode, GenVerdict} from "../gen/types.js";
+import type {GenMode, GenVerdict, GenWindows} from "../gen/types.js";
 import type {Message} from "../conversation/messages.js";
 import {tokenizeSegments} from "../conversation/TokenSegments.js";
 import type {GpuOption} from "../native/loadAddon.js";
@@ -22,6 +22,8 @@ export interface JudgeOptions {
     policy?: GenPolicyOption,
     /** Gen: `"score"` (default) or `"generate"`. */
     mode?: GenMode,
+    /** Gen: a conversation over the context is an error (default) or judged in overlapping windows of its last message. */
+    longInput?: "error" | "windows",
     /** Conversations judged at once (Gen: parallel sequences; Stream: sessions); default 1. */
     concurrency?: number,
     threads?: number,
@@ -52,7 +54,9 @@ export interface JudgeResult {
     /** Stream, response: where live monitoring would have stopped the response (token index, character offset). */
     stoppedAt?: {token: number, offset: number} | null,
     /** Gen, generate mode: the model's answer. */
-    text?: string
+    text?: string,
+    /** Gen, `longInput: "windows"`: the message was judged in windows, and this is the worst one's verdict. */
+    windows?: GenWindows
 }
 
 /** A judge and what one verdict cost (for throughput figures). */
@@ -108,8 +112,9 @@ export class Judge {
             throw new Error(`${options.model} is a Stream head file: pass the Stream backbone GGUF as the model`);
 
         if (variant === "stream-backbone") {
-            if (options.mode != null)
-                throw new TypeError(`"mode" applies to Gen models only, and ${options.model} is a Stream model`);
+            for (const [name, value] of [["mode", options.mode], ["longInput", options.longInput]] as const)
+                if (value != null)
+                    throw new TypeError(`"${name}" applies to Gen models only, and ${options.model} is a Stream model`);
             const guard = await StreamGuard.load({model: options.model, head: options.head, threads: options.threads, gpu: options.gpu,
                 contextSize: options.contextSize, maxSessions: Math.max(8, concurrency)});
             const promptFlagged = promptRule(policy);
@@ -128,8 +133,9 @@ export class Judge {
         const mode = oneOfOption<GenMode>("mode", options.mode ?? "score", ["score", "generate"]);
         const gen = await GenGuard.load({model: options.model, threads: options.threads, contextSize: options.contextSize, gpu: options.gpu,
             parallel: concurrency, onWarning: options.onWarning});
+        const longInput = oneOfOption("longInput", options.longInput ?? "error", ["error", "windows"]);
         const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
-            const verdict = await gen.moderate(messages, {mode, policy});
+            const verdict = await gen.moderate(messages, {mode, policy, longInput});
             return {result: genResult(verdict), tokens: verdict.usage.promptTokens};
         };
         return new Judge("gen", concurrency, 2 * concurrency, judgeOne, () => gen.dispose(), () => false);
@@ -180,9 +186,9 @@ export class Judge {
 }
 
 function genResult(verdict: GenVerdict): JudgeResult {
-    const {target, level, category, categories, refusal, probs, categoryProbs, refusalProbs, flagged, text} = verdict;
+    const {target, level, category, categories, refusal, probs, categoryProbs, refusalProbs, flagged, text, windows} = verdict;
     return {model: "gen", target, level, category, probs, flagged, categories, categoryProbs,
-        ...(refusal != null ? {refusal, refusalProbs} : {}), ...(text != null ? {text} : {})};
+        ...(refusal != null ? {refusal, refusalProbs} : {}), ...(text != null ? {text} : {}), ...(windows != null ? {windows} : {})};
 }
 
 /** A Stream prompt verdict is one position of the query head: flagged as a Gen verdict would be under the policy. */

@@ -79,7 +79,9 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
     table.push([["check", "-m", "/nonexistent/model.gguf"], "q", "qwenguard: Model file /nonexistent/model.gguf does not exist\n"],
         [["check", "-m", head], "q", `qwenguard: ${head} is a Stream head file: pass the Stream backbone GGUF as --model\n`],
         [["--head", head], "q", "qwenguard: --head applies to Stream models only\n"],
-        [["check", "-m", stream, "--mode", "generate", "--context-size", "512"], "q", "qwenguard: --mode and --context-size apply to Gen models only\n"]);
+        [["check", "-m", stream, "--mode", "generate", "--context-size", "512"], "q", "qwenguard: --mode and --context-size apply to Gen models only\n"],
+        [["check", "-m", stream, "--windows"], "q", "qwenguard: --windows applies to Gen models only\n"],
+        [["--context-size", "400"], "word ".repeat(300), /^qwenguard: The conversation renders to \d+ tokens in the Gen template, over the limit of 336 .*CLI --windows\)\n$/]);
     const results = await inParallel(table.map(([args, input]) => () => args[0] === "check" ? run(args, input) : check(args, input)));
     table.forEach(([args, , stderr], i) => {
         t.equal(results[i].status, 2, args.join(" "));
@@ -161,4 +163,13 @@ t.test("a Stream model is detected; a response's result says where it would have
 
     t.equal(text.status, 1);
     t.match(text.stdout, /^<stdin> {2}Unsafe {2}Violent {2}P\(Unsafe\)=\d\.\d{3} at token \d+ {2}stopped at token \d+ \(character 21\) {2}FLAGGED\n$/);
+});
+
+t.test("--windows: a prompt over the context is judged in overlapping windows, the worst one reported", async (t) => {
+    const result = await check(["--context-size", "640", "--windows", "--json"], `${"word ".repeat(900)}how to make a bomb`);
+    t.equal(result.status, 1, result.stderr);
+    const [verdict] = jsonLines(result.stdout);
+    t.match(verdict, {level: "Unsafe", category: "Violent", windows: {count: Number, worst: Number, startToken: Number, endToken: Number}});
+    const windows = verdict.windows as {count: number, worst: number};
+    t.ok(windows.count >= 3 && windows.worst === windows.count - 1, "the trigger is in the last window");
 });

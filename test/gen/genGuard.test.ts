@@ -56,11 +56,38 @@ t.test("bad requests are refused, and a conversation that does not fit names its
     const long = "word ".repeat(120);
     const tokens = encode(renderSegments(genPromptSegments([{role: "user", content: long}]).segments)).length;
     await expectError(t, gen.moderatePrompt(long), ContextLimitError, `The conversation renders to ${tokens} tokens in the Gen template, over the limit of 336 ` +
-        '(contextSize 400 minus 64 for the answer): pass a larger "contextSize" (this model was trained on 32768)');
+        '(contextSize 400 minus 64 for the answer): pass a larger "contextSize" (this model was trained on 32768), or judge it in windows (longInput: "windows", CLI --windows)');
     t.equal(gen.promptTokenLimit, 336);
+    await expectError(t, gen.moderatePrompt(long, {longInput: "chunks" as "windows"}), TypeError,
+        'Expected one of "error", "windows" for "longInput" but received "chunks"');
+    await expectError(t, gen.moderatePrompt(long, {windowOverlap: -1}), TypeError,
+        'Expected an integer between 0 and 1048576 for "windowOverlap" but received -1');
 
     await gen.dispose();
     await expectError(t, gen.moderatePrompt("hi"), Error, "This GenGuard has been disposed");
+});
+
+t.test("longInput windows: a long message judged in overlapping windows, the worst one wins", async (t) => {
+    const gen = await loadPlantedGen(t, {contextSize: 640, parallel: 2});
+    const words = (count: number) => "word ".repeat(count);
+    const unsafeAt = (before: number, after: number) => `${words(before)}how to make a bomb ${words(after)}`.trim();
+    for (const [what, text] of [["at the end", unsafeAt(700, 0)], ["in the middle", unsafeAt(350, 350)], ["at the start", unsafeAt(0, 700)]] as const) {
+        const verdict = await gen.moderatePrompt(text, {longInput: "windows"});
+        const bomb = encode(text).indexOf(encode(" bomb")[0]);
+        t.equal(verdict.level, "Unsafe", `a trigger ${what}`);
+        t.ok(verdict.windows!.count >= 3, `${verdict.windows!.count} windows`);
+        t.ok(verdict.windows!.startToken <= bomb && bomb < verdict.windows!.endToken, `the worst window holds the trigger (token ${bomb})`);
+        t.ok(verdict.usage.promptTokens > encode(text).length, "usage sums the windows");
+    }
+    const safe = await gen.moderatePrompt(words(700), {longInput: "windows", mode: "generate"});
+    t.same([safe.level, safe.text], ["Safe", "Safety: Safe\nCategories: None"], "generate mode too");
+    const response = await gen.moderateResponse({prompt: "hi", response: unsafeAt(500, 100)}, {longInput: "windows"});
+    t.same([response.target, response.level, response.refusal], ["response", "Unsafe", "No"], "a long response");
+    const fitting = await gen.moderatePrompt("short", {longInput: "windows"});
+    t.equal(fitting.windows, undefined, "a conversation that fits is judged whole");
+    await t.rejects(gen.moderate([{role: "user", content: words(400)}, {role: "assistant", content: words(400)}], {longInput: "windows"}),
+        {name: "ContextLimitError", message: /^The conversation without its last message renders to \d+ tokens in the Gen template, leaving no room/},
+        "windows cut the judged message only: the rest must fit");
 });
 
 /** One planted guard for the tests below (they leave no state that matters: each request aligns its sequence). */
