@@ -1,3 +1,5 @@
+import {nfc} from "./nfc.js";
+
 /**
  * A prompt as a list of pieces, each either a special token of the template or plain text.
  * Rendering gives the exact template text; tokenizing parses special tokens ONLY where the template put them:
@@ -15,7 +17,8 @@ export function renderSegments(segments: readonly TokenSegment[]): string {
 }
 
 /**
- * Token ids of the segments.
+ * Token ids of the segments; text is tokenized in NFC, as the Qwen3 tokenizer normalizes it (special tokens are
+ * untouched by NFC either way).
  * @throws when a template special token is not a single token of the vocabulary
  */
 export function tokenizeSegments(segments: readonly TokenSegment[], tokenize: TokenizeFunction): number[] {
@@ -23,7 +26,7 @@ export function tokenizeSegments(segments: readonly TokenSegment[], tokenize: To
     let fragment = "";
     const flush = () => {
         if (fragment.length > 0)
-            ids.push(...tokenize(fragment, false));
+            ids.push(...tokenize(nfc(fragment), false));
         fragment = "";
     };
     for (const segment of segments) {

@@ -1,3 +1,4 @@
+import {nfcWithOffsets} from "../conversation/nfc.js";
 import {preTokenPattern} from "../conversation/plainText.js";
 import type {TokenizeFunction} from "../conversation/TokenSegments.js";
 
@@ -18,8 +19,9 @@ const utf8 = new TextEncoder();
 /**
  * Turns text arriving in arbitrary chunks into the tokens of the whole text, committing each token as soon as
  * it can no longer change: for EVERY way of cutting a text into chunks, the committed ids equal the ids of the
- * whole text. Only the unstable tail (the last two pre-tokens, and a dangling high surrogate) is held back until
- * more text or {@link finish} arrives. Special-token parsing is off: `<|im_end|>` in the text is plain text.
+ * whole text in NFC (as the Qwen3 tokenizer normalizes it). Only the unstable tail (the last two pre-tokens, and a
+ * dangling high surrogate) is held back until more text or {@link finish} arrives. Token offsets are positions in
+ * the text as given. Special-token parsing is off: `<|im_end|>` in the text is plain text.
  */
 export class IncrementalTokenizer {
     private pending = "";
@@ -54,24 +56,31 @@ export class IncrementalTokenizer {
         if (last >= 0xd800 && last <= 0xdbff)
             end--; // a high surrogate waits for its pair
 
+        // pre-tokens of the normalized text; a cut must also fall between clusters that NFC may have changed
+        const {text, sourceOffsets, cuttable} = nfcWithOffsets(this.pending.slice(0, end));
         const starts: number[] = [];
-        for (const match of this.pending.slice(0, end).matchAll(preTokenPattern))
+        for (const match of text.matchAll(preTokenPattern))
             starts.push(match.index);
-        return starts.length > heldBackPieces ? starts[starts.length - heldBackPieces] : 0;
+        for (let i = starts.length - heldBackPieces; i > 0; i--)
+            if (cuttable == null || cuttable[starts[i]] === 1)
+                return sourceOffsets == null ? starts[i] : sourceOffsets[starts[i]];
+        return 0;
     }
 
     private commit(boundary: number): CommittedToken[] {
-        const text = this.pending.slice(0, boundary);
+        const given = this.pending.slice(0, boundary);
         this.pending = this.pending.slice(boundary);
+        const {text, sourceOffsets} = nfcWithOffsets(given);
         const ids = this.tokenize(text, false);
         const charOfByte = byteToCharOffsets(text);
         const tokens: CommittedToken[] = [];
         let byte = 0;
         for (const id of ids) {
-            tokens.push({id, offset: this.committedLength + charOfByte[Math.min(byte, charOfByte.length - 1)]});
+            const char = charOfByte[Math.min(byte, charOfByte.length - 1)];
+            tokens.push({id, offset: this.committedLength + (sourceOffsets == null ? char : sourceOffsets[char])});
             byte += this.tokenByteLength(id);
         }
-        this.committedLength += text.length;
+        this.committedLength += given.length;
         return tokens;
     }
 }

@@ -149,6 +149,19 @@ t.test("policies: loose lets Controversial pass, thresholds read the probabiliti
     t.equal((await gen.moderatePrompt("a bomb", {policy: "loose"})).flagged, true);
 });
 
+t.test("text is tokenized in NFC, as the Qwen3 tokenizer normalizes it", async (t) => {
+    const gen = await shared;
+    const composed = "Caf\u00e9 cr\u00e8me, \ud55c\uad6d \u00c5 bomb";
+    const decomposed = composed.normalize("NFD");
+    t.not(decomposed, composed);
+    const tokens = (content: string) => tokenizeSegments(genPromptSegments([{role: "user", content}]).segments, gen._tokenize);
+    t.same(tokens(decomposed), tokens(composed), "the same prompt tokens");
+    t.same(tokens(composed), encode(renderSegments(genPromptSegments([{role: "user", content: composed}]).segments)),
+        "as the Hugging Face tokenizer's");
+    const [a, b] = [await gen.moderatePrompt(decomposed), await gen.moderatePrompt(composed)];
+    t.same([a.level, a.probs], [b.level, b.probs], "the same verdict");
+});
+
 t.test("text that spells special tokens stays text and cannot change the verdict", async (t) => {
     const gen = await shared;
     const model = gen._model;
