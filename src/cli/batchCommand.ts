@@ -68,6 +68,8 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
 async function runBatch(input: string, options: BatchCommandOptions): Promise<number> {
     if (options.format != null && !(batchInputFormats as readonly string[]).includes(options.format))
         throw new UsageError(`Expected jsonl, csv or txt for --format but received ${JSON.stringify(options.format)}`);
+    if (input === "-")
+        throw new UsageError("batch reads a file, not stdin: a rerun re-reads the input to resume after the last record written");
     const shard = parseShard(options.shard);
     const columns = {id: options.idColumn, prompt: options.promptColumn, response: options.responseColumn};
     const given = Object.entries(columns).filter(([, value]) => value != null);

@@ -64,6 +64,7 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
         [[input, "-o", out, "-c", "0"], 'qwenguard: Expected a positive integer for --concurrency but received "0"\n'],
         [[input, "-o", out, "--limit", "ten"], 'qwenguard: Expected a positive integer for --limit but received "ten"\n'],
         [[input, "-o", out, "--prompt-column", "text"], "qwenguard: --id-column, --prompt-column and --response-column apply to CSV input\n"],
+        [["-", "-o", out], "qwenguard: batch reads a file, not stdin: a rerun re-reads the input to resume after the last record written\n"],
         [[path.join(dir, "missing.jsonl"), "-o", out], `qwenguard: Input file ${path.join(dir, "missing.jsonl")} does not exist\n`],
         [[input, "-o", foreign], `qwenguard: ${foreign} exists but ${foreign}.checkpoint.json does not, so it cannot be resumed: ` +
             "pass --overwrite to replace it, or choose another output\n"],
