@@ -1,14 +1,14 @@
 // The Stream engine below the Stream API: the addon's own model and context (the contract in src/native/AddonTypes.ts),
 // fed one token per evaluate with less and less work per token, to see where a Stream token's time goes.
 
-import type {Addon, AddonStreamContext, AddonStreamModel, AddonStreamRequest} from "../src/native/AddonTypes.js";
+import type {Addon, AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, AddonStreamRequest} from "../src/native/AddonTypes.js";
 import {AddonHead} from "../src/native/AddonTypes.js";
 
 /** What one evaluate of a single token asks of the engine. */
 export type ProbeMode =
     /** The token is only added to the KV cache: no output row (the Stream backbone's floor). */
     | "noOutput"
-    /** An output row (final norm, the placeholder LM head, the hidden state copied out) but no head. */
+    /** An output row (the final norm, the hidden state copied out; the graph stops before the LM head) but no head. */
     | "outputRow"
     /** The output row and the response head: what `StreamSession.pushTokens` asks for, minus the JS API. */
     | "head";
@@ -35,12 +35,13 @@ export class EngineProbe {
     /**
      * Loads the Stream pair through the addon, makes a one-sequence context and feeds `prompt` (no outputs).
      * @param addon - from `loadLlamaRuntime()`
+     * @param options - the context's options, as a StreamGuard's (less maxSequences), and the model's GPU layers
      */
     static async load(addon: Addon, files: {model: string, head: string}, prompt: readonly number[],
-        options: {gpuLayers: number, contextSize: number, threads: number, batchSize: number}): Promise<EngineProbe> {
-        const model = await addon.StreamModel.load({modelPath: files.model, headPath: files.head, gpuLayers: options.gpuLayers, useMmap: true});
+        {gpuLayers, ...options}: {gpuLayers: number} & Omit<AddonStreamContextOptions, "maxSequences">): Promise<EngineProbe> {
+        const model = await addon.StreamModel.load({modelPath: files.model, headPath: files.head, gpuLayers, useMmap: true});
         try {
-            const context = await model.createContext({contextSize: options.contextSize, maxSequences: 1, batchSize: options.batchSize, threads: options.threads});
+            const context = await model.createContext({...options, maxSequences: 1});
             const sequence = context.acquireSequence();
             await context.evaluate([{sequence, tokens: Int32Array.from(prompt), ...MODE_REQUESTS.noOutput}]);
             return new EngineProbe(model, context, sequence, prompt.length);

@@ -1,4 +1,4 @@
-// `npm run bench:batch [-- --quick] [--records N] [--size 0.6b]`: offline batch moderation through the CLI, as a user
+// `npm run bench:batch [-- --quick] [--records N] [--size 0.6b] [--only throughput|memory]`: offline batch moderation through the CLI, as a user
 // runs it. Two figures, each from `qwenguard batch` child processes of this one run:
 //  1. throughput: records/s for short prompts (one sentence each) on the Gen model of the real size, with
 //     --concurrency 1 and 4 on the same input (ratio in the same run);
@@ -38,6 +38,7 @@ const quick = args.includes("--quick");
 const size = (flag("--size") ?? "0.6b") as BenchSize;
 const memoryRecords = Number(flag("--records") ?? (quick ? 2000 : 100_000));
 const throughputRecords = quick ? 6 : 24;
+const only = flag("--only");
 const threads = 2;
 const cli = path.join(repoRoot, "bin", "qwenguard.js");
 const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
@@ -102,29 +103,35 @@ async function writeJsonl(file: string, count: number, withResponses: boolean): 
 const dir = path.join(benchCacheDir, "batch");
 await mkdir(dir, {recursive: true});
 
-log(`batch: throughput on the ${quick ? "tiny" : size} Gen model, ${throughputRecords} short prompts, concurrency 1 and 4`);
-const genModel = quick ? await cachedConvertedFixture("tiny-gen", "q8_0") : (await prepareBenchModels(size, {log})).stock;
-const shortInput = path.join(dir, "short-prompts.jsonl");
-await writeJsonl(shortInput, throughputRecords, false);
-const throughput: BatchRun[] = [];
-for (const concurrency of [1, 4])
-    throughput.push(await runBatch(shortInput, path.join(dir, `short-c${concurrency}.jsonl`), genModel, concurrency));
-
-log(`batch: ${memoryRecords} records on the tiny Stream model, concurrency 4`);
-const memoryInput = path.join(dir, `records-${memoryRecords}.jsonl`);
-if (!existsSync(memoryInput))
-    await writeJsonl(memoryInput, memoryRecords, true);
-const memory = await runBatch(memoryInput, path.join(dir, `records-${memoryRecords}.out.jsonl`), await cachedConvertedFixture("tiny-stream", "q8_0"), 4);
-
-const results = {size: quick ? "tiny" : size, threads, throughput, throughputRatio: throughput[1].recordsPerSecond / throughput[0].recordsPerSecond, memory};
-const at = (fraction: number) => memory.rssSamplesMiB.find(([, records]) => records >= fraction * memory.records)?.[2] ?? Number.NaN;
-process.stdout.write([
-    `batch throughput (${results.size} Gen, ${throughputRecords} short prompts, ${threads} threads):`,
-    ...throughput.map((run) => `  --concurrency ${run.concurrency}: ${run.recordsPerSecond.toFixed(2)} records/s (${run.seconds.toFixed(1)} s), peak RSS ${Math.round(run.peakRssMiB)} MiB`),
-    `  ratio 4 / 1: ${results.throughputRatio.toFixed(2)}×`,
-    `batch memory (${memory.records} records, tiny Stream model, --concurrency 4): ${memory.recordsPerSecond.toFixed(1)} records/s, ` +
-        `peak RSS ${Math.round(memory.peakRssMiB)} MiB; RSS at 10% ${Math.round(at(0.1))} MiB, 50% ${Math.round(at(0.5))} MiB, 90% ${Math.round(at(0.9))} MiB`
-].join("\n") + "\n");
-const out = path.join(benchCacheDir, `batch-${results.size}.json`);
+const lines: string[] = [];
+const results: Record<string, unknown> = {size: quick ? "tiny" : size, threads};
+if (only == null || only === "throughput") {
+    log(`batch: throughput on the ${quick ? "tiny" : size} Gen model, ${throughputRecords} short prompts, concurrency 1 and 4`);
+    const genModel = quick ? await cachedConvertedFixture("tiny-gen", "q8_0") : (await prepareBenchModels(size, {log})).stock;
+    const shortInput = path.join(dir, "short-prompts.jsonl");
+    await writeJsonl(shortInput, throughputRecords, false);
+    const throughput: BatchRun[] = [];
+    for (const concurrency of [1, 4])
+        throughput.push(await runBatch(shortInput, path.join(dir, `short-c${concurrency}.jsonl`), genModel, concurrency));
+    results.throughput = throughput;
+    results.throughputRatio = throughput[1].recordsPerSecond / throughput[0].recordsPerSecond;
+    lines.push(`batch throughput (${String(results.size)} Gen, ${throughputRecords} short prompts, ${threads} threads):`,
+        ...throughput.map((run) => `  --concurrency ${run.concurrency}: ${run.recordsPerSecond.toFixed(2)} records/s (${run.seconds.toFixed(1)} s), ` +
+            `peak RSS ${Math.round(run.peakRssMiB)} MiB`),
+        `  ratio 4 / 1: ${(results.throughputRatio as number).toFixed(2)}×`);
+}
+if (only == null || only === "memory") {
+    log(`batch: ${memoryRecords} records on the tiny Stream model, concurrency 4`);
+    const memoryInput = path.join(dir, `records-${memoryRecords}.jsonl`);
+    if (!existsSync(memoryInput))
+        await writeJsonl(memoryInput, memoryRecords, true);
+    const memory = await runBatch(memoryInput, path.join(dir, `records-${memoryRecords}.out.jsonl`), await cachedConvertedFixture("tiny-stream", "q8_0"), 4);
+    results.memory = memory;
+    const at = (fraction: number) => Math.round(memory.rssSamplesMiB.find(([, records]) => records >= fraction * memory.records)?.[2] ?? Number.NaN);
+    lines.push(`batch memory (${memory.records} records, tiny Stream model, --concurrency 4): ${memory.recordsPerSecond.toFixed(1)} records/s, ` +
+        `peak RSS ${Math.round(memory.peakRssMiB)} MiB; RSS at 10% ${at(0.1)} MiB, 50% ${at(0.5)} MiB, 90% ${at(0.9)} MiB`);
+}
+process.stdout.write(lines.join("\n") + "\n");
+const out = path.join(benchCacheDir, `batch-${String(results.size)}${only != null ? `-${only}` : ""}.json`);
 await writeFile(out, JSON.stringify(results, null, 2) + "\n");
 log(`batch: results in ${path.relative(repoRoot, out)}`);

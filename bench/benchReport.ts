@@ -141,7 +141,7 @@ export function formatReport({meta, results, targets}: BenchFile): string {
         table.row("stock generator: greedy evaluate(), one token per step", "ms/token", decode.generator, 2);
         table.row("Stream / floor", "×", decode.ratios.vsFloor, 3);
         table.row("Stream / generator", "×", decode.ratios.vsGenerator, 3);
-        table.row("cost of the output row (placeholder LM head, hidden copy)", "ms/token", decode.costs.outputRow, 2);
+        table.row("cost of the output row (final-norm row, hidden copy)", "ms/token", decode.costs.outputRow, 2);
         table.row("cost of the head (in process: head − output row)", "ms/token", decode.costs.head, 2);
         table.row("cost of the JS API (pushTokens − engine)", "ms/token", decode.costs.api, 2);
         table.row("Stream backbone floor − stock floor", "ms/token", decode.costs.streamBackboneVsStock, 2);

@@ -76,9 +76,9 @@ export interface ScoringResults {
 export interface FlatnessPoint {
     position: number,
     stream: Summary,
-    /** The stock backbone with flash attention as the Stream engine has it (llama.cpp's "auto"). */
+    /** The stock backbone as node-llama-cpp runs it by default: flash attention "auto" (on, on a CPU). */
     floor: Summary,
-    /** The stock backbone with flash attention off: what the Stream engine would cost with it off, less the head. */
+    /** The stock backbone with flash attention off, as the Stream engine runs on a CPU (StreamGuard's default there). */
     floorNoFlash: Summary,
     /** Per-round ratio stream / floor. */
     ratio: Summary
@@ -122,7 +122,7 @@ export async function runStreamBench(options: StreamBenchOptions): Promise<Strea
     const stock = await StockBackbone.load(runtime.llama, models.stock, gpuLayers, {contextSize, threads, batchSize: BATCH_SIZE});
     const tokenize = (text: string, special: boolean) => stock.tokenize(text, special);
     const decodePrompt = sessionPrompt(options.decodeContext, tokenize);
-    const probe = await EngineProbe.load(runtime.addon, models.stream, decodePrompt.tokens, {gpuLayers, contextSize, threads, batchSize: BATCH_SIZE});
+    const probe = await EngineProbe.load(runtime.addon, models.stream, decodePrompt.tokens, {gpuLayers, ...guard._contextOptions});
     try {
         const steps = proseTokens(options.stepTokens, (text) => tokenize(text, false));
         const session = await guard.createSession({messages: decodePrompt.messages});

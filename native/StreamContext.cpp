@@ -108,6 +108,7 @@ void StreamContext::init(Napi::Env env, AddonState & state) {
         InstanceMethod<&StreamContext::truncate_sequence>("truncateSequence"),
         InstanceMethod<&StreamContext::sequence_length>("sequenceLength"),
         InstanceMethod<&StreamContext::used_cells>("usedCells"),
+        InstanceMethod<&StreamContext::last_timings>("lastTimings"),
         InstanceMethod<&StreamContext::evaluate>("evaluate"),
         InstanceMethod<&StreamContext::dispose>("dispose"),
     });
@@ -250,6 +251,19 @@ Napi::Value StreamContext::sequence_length(const Napi::CallbackInfo & info) {
 Napi::Value StreamContext::used_cells(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     return Napi::Number::New(env, qg_stream_context_n_used(core_or_throw(env, "usedCells")));
+}
+
+Napi::Value StreamContext::last_timings(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const qg_stream_timings t = qg_stream_context_last_timings(core_or_throw(env, "lastTimings"));
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("decodeMs", Napi::Number::New(env, static_cast<double>(t.t_decode_us) / 1000.0));
+    result.Set("headMs", Napi::Number::New(env, static_cast<double>(t.t_head_us) / 1000.0));
+    result.Set("decodeCalls", Napi::Number::New(env, t.n_decode));
+    result.Set("tokens", Napi::Number::New(env, t.n_tokens));
+    result.Set("outputs", Napi::Number::New(env, t.n_outputs));
+    result.Set("stoppedGraphs", Napi::Number::New(env, t.n_graphs_stopped));
+    return result;
 }
 
 static std::vector<int32_t> int32_array_copy(const Napi::Int32Array & array) {

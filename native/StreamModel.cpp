@@ -215,10 +215,24 @@ Napi::Value StreamModel::create_context(const Napi::CallbackInfo & info) {
     const int32_t max_sequences = addon_arg_int32(env, where, "options.maxSequences", options.Get("maxSequences"));
     const int32_t batch_size    = addon_arg_int32(env, where, "options.batchSize", options.Get("batchSize"));
     const int32_t threads       = addon_arg_int32(env, where, "options.threads", options.Get("threads"));
-    if (context_size <= 0 || max_sequences <= 0 || batch_size <= 0) {
-        throw Napi::RangeError::New(env, std::string(where) + ": Expected positive contextSize, maxSequences and batchSize "
-                                         "but received " + std::to_string(context_size) + ", " +
-                                         std::to_string(max_sequences) + " and " + std::to_string(batch_size));
+    const int32_t ubatch_size   = addon_arg_int32(env, where, "options.ubatchSize", options.Get("ubatchSize"));
+    const int32_t output_batch  = addon_arg_int32(env, where, "options.outputBatchSize", options.Get("outputBatchSize"));
+    const std::string flash     = addon_arg_string(env, where, "options.flashAttention", options.Get("flashAttention"));
+    const bool stop_after_hidden = addon_arg_bool(env, where, "options.stopAfterHidden", options.Get("stopAfterHidden"));
+    if (context_size <= 0 || max_sequences <= 0 || batch_size <= 0 || ubatch_size <= 0 || output_batch <= 0) {
+        throw Napi::RangeError::New(env, std::string(where) + ": Expected positive contextSize, maxSequences, batchSize, "
+                                         "ubatchSize and outputBatchSize but received " + std::to_string(context_size) +
+                                         ", " + std::to_string(max_sequences) + ", " + std::to_string(batch_size) + ", " +
+                                         std::to_string(ubatch_size) + " and " + std::to_string(output_batch));
+    }
+    qg_flash_attn flash_attn = QG_FLASH_ATTN_AUTO;
+    if (flash == "on") {
+        flash_attn = QG_FLASH_ATTN_ON;
+    } else if (flash == "off") {
+        flash_attn = QG_FLASH_ATTN_OFF;
+    } else if (flash != "auto") {
+        throw Napi::RangeError::New(env, std::string(where) + ": Expected options.flashAttention to be \"auto\", \"on\" or "
+                                         "\"off\" but received \"" + flash + "\"");
     }
     if (threads < 0 || threads > QG_STREAM_MAX_THREADS) {
         throw Napi::RangeError::New(env, std::string(where) + ": Expected options.threads between 0 and " +
@@ -226,7 +240,8 @@ Napi::Value StreamModel::create_context(const Napi::CallbackInfo & info) {
     }
     model_or_throw(env, "createContext");
     qg_stream_context_params params = {
-        static_cast<uint32_t>(context_size), static_cast<uint32_t>(max_sequences), static_cast<uint32_t>(batch_size), threads };
+        static_cast<uint32_t>(context_size), static_cast<uint32_t>(max_sequences), static_cast<uint32_t>(batch_size),
+        static_cast<uint32_t>(ubatch_size), static_cast<uint32_t>(output_batch), threads, flash_attn, stop_after_hidden };
     handle_->n_contexts++;
     auto * worker = new StreamModelCreateContextWorker(env, handle_, Value(), params);
     Napi::Promise promise = worker->promise();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -38,15 +39,36 @@ struct qg_stream_context {
     std::unique_ptr<qg_llama_batch> batch;
     int32_t                  n_hidden = 0;
     int32_t                  n_vocab  = 0;
+    int32_t                  n_outputs_max = 0;     // output rows per llama_decode call
     bool                     embeddings_on = true;  // llama_set_embeddings state
+    qg_stream_timings        running = {};          // of the evaluate in progress (its thread only)
 
     std::mutex                        mutex;       // guards what follows
     std::vector<qg_stream_seq>        seqs;
     std::vector<qg_stream_pending_rm> pending;
     bool                              evaluating = false;
-
-    qg_stream_timings timings = {};
+    qg_stream_timings                 last = {};  // of the last finished evaluate
 };
+
+// The node that holds the final-norm hidden states while embeddings are on. llama.cpp's build_pooling names its
+// result "result_embd_pooled"; with pooling NONE that result IS the final norm (result_norm, renamed), the last node
+// the LM head (result_output) depends on. Graph nodes are in dependency order, so every node the hidden states need
+// — and every KV-cache write, which the attention reading it needs — comes before it.
+static const char * const QG_HIDDEN_NODE = "result_embd_pooled";
+
+// ggml_backend_sched's eval callback (llama_context_params.cb_eval). Asked about every node before computing (`ask`),
+// it wants only the hidden-state node: the scheduler then computes the split up to that node, synchronizes, and calls
+// again (`!ask`); returning false there ends the split. The scheduler reports success either way, and llama_decode
+// copies the embeddings out as usual. Graphs with embeddings off have no such node and run whole (they have no output
+// rows, hence no LM-head work). On a GPU the LM head sits in the same split as the final norm (both on the output
+// device); were it in a later split, that split would still run: correct, only not faster.
+static bool stop_after_hidden_cb(ggml_tensor * t, bool ask, void * user_data) {
+    if (ask) {
+        return std::strcmp(t->name, QG_HIDDEN_NODE) == 0;
+    }
+    static_cast<qg_stream_context *>(user_data)->running.n_graphs_stopped++;
+    return false;
+}
 
 qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const qg_stream_context_params & params,
                                            std::string & error) {
@@ -71,13 +93,16 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
         ctx->params.n_threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
     }
 
+    const uint32_t n_outputs = params.n_outputs_max == 0 ? params.n_batch : std::min(params.n_outputs_max, params.n_batch);
+
     llama_context_params cparams = llama_context_default_params();
     cparams.n_ctx                 = params.n_ctx;
     cparams.n_batch               = params.n_batch;
-    cparams.n_ubatch              = std::min<uint32_t>(params.n_batch, 512);
+    cparams.n_ubatch              = std::min(params.n_ubatch == 0 ? 512u : params.n_ubatch, params.n_batch);
     cparams.n_seq_max             = params.n_seq_max;
-    // llama.cpp reserves room for at least one output per sequence (and asserts it fits in n_outputs_max)
-    cparams.n_outputs_max         = std::max(params.n_batch, params.n_seq_max);
+    // Sizes the logits buffer (n_vocab floats per row) and the LM-head tensor of the compute buffer. llama.cpp reserves
+    // room for at least one output per sequence (and asserts it fits in n_outputs_max).
+    cparams.n_outputs_max         = std::max(n_outputs, params.n_seq_max);
     cparams.n_outputs_max_per_seq = 0;  // = n_outputs_max: every position of a sequence may be an output
     cparams.n_threads             = ctx->params.n_threads;
     cparams.n_threads_batch       = ctx->params.n_threads;
@@ -85,6 +110,11 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
     cparams.pooling_type          = LLAMA_POOLING_TYPE_NONE;
     cparams.kv_unified            = true;  // one pool of n_ctx cells for all sequences
     cparams.no_perf               = true;
+    cparams.flash_attn_type       = static_cast<llama_flash_attn_type>(params.flash_attn);
+    if (params.stop_after_hidden) {
+        cparams.cb_eval           = stop_after_hidden_cb;
+        cparams.cb_eval_user_data = ctx.get();
+    }
     ctx->lctx.reset(llama_init_from_model(const_cast<llama_model *>(qg_stream_model_get_llama(model)), cparams));
     if (!ctx->lctx) {
         error = "llama.cpp could not create a context of " + std::to_string(params.n_ctx) + " cells for " +
@@ -98,6 +128,7 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
     ctx->batch.reset(new qg_llama_batch(static_cast<int32_t>(llama_n_batch(ctx->lctx.get()))));
     ctx->n_hidden = static_cast<int32_t>(qg_stream_model_get_info(model).n_hidden);
     ctx->n_vocab  = qg_stream_model_get_info(model).n_vocab;
+    ctx->n_outputs_max = static_cast<int32_t>(std::min(cparams.n_outputs_max, params.n_batch));
     ctx->seqs.resize(params.n_seq_max);
     return ctx.release();
 }
@@ -106,8 +137,9 @@ void qg_stream_context_free(qg_stream_context * ctx) {
     delete ctx;
 }
 
-qg_stream_timings qg_stream_context_last_timings(const qg_stream_context * ctx) {
-    return ctx->timings;
+qg_stream_timings qg_stream_context_last_timings(qg_stream_context * ctx) {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    return ctx->last;
 }
 
 //
@@ -284,8 +316,8 @@ static std::string decode_error_text(int32_t rc, int32_t n_tokens, int32_t n_use
     }
 }
 
-// Decodes the given segments in order, in chunks of at most n_batch tokens. With `output`, every token is an output
-// and its hidden state is copied to `hidden` at its request's next row.
+// Decodes the given segments in order, in chunks of at most n_batch tokens (n_outputs_max with `output`). With
+// `output`, every token is an output and its hidden state is copied to `hidden` at its request's next row.
 static bool decode_group(qg_stream_context * ctx, std::vector<qg_stream_plan_req> & plan,
                          const std::vector<qg_stream_request> & requests, const std::vector<qg_stream_segment> & group,
                          bool output, std::vector<int32_t> & out_next, std::vector<float> & hidden, int32_t n_used,
@@ -298,7 +330,7 @@ static bool decode_group(qg_stream_context * ctx, std::vector<qg_stream_plan_req
         ctx->embeddings_on = output;
     }
     llama_batch & batch = ctx->batch->batch;
-    const int32_t n_batch = static_cast<int32_t>(llama_n_batch(lctx));
+    const int32_t n_batch = output ? ctx->n_outputs_max : static_cast<int32_t>(llama_n_batch(lctx));
     const size_t  row_size = static_cast<size_t>(ctx->n_hidden);
 
     // (request, token index) of each batch row, to route the hidden states
@@ -327,8 +359,8 @@ static bool decode_group(qg_stream_context * ctx, std::vector<qg_stream_plan_req
             }
         }
         const int32_t rc = llama_decode(lctx, batch);
-        ctx->timings.n_decode++;
-        ctx->timings.n_tokens += batch.n_tokens;
+        ctx->running.n_decode++;
+        ctx->running.n_tokens += batch.n_tokens;
         if (rc != 0) {
             error = decode_error_text(rc, batch.n_tokens, n_used, ctx->params.n_ctx);
             return false;
@@ -478,7 +510,6 @@ static bool head_all(qg_stream_context * ctx, const std::vector<qg_stream_reques
 bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
                                 std::vector<qg_stream_result> & results, std::string & error) {
     using clock = std::chrono::steady_clock;
-    ctx->timings = {};
 
     std::vector<qg_stream_plan_req> plan(requests.size());
     std::vector<uint32_t> epochs(requests.size());
@@ -513,6 +544,7 @@ bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_st
         }
         ctx->evaluating = true;
     }
+    ctx->running = {};
 
     for (size_t r = 0; r < requests.size(); r++) {
         plan_segments(requests[r], static_cast<int32_t>(r), plan[r].segments);
@@ -524,11 +556,12 @@ bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_st
     const auto t1 = clock::now();
     ok = ok && head_all(ctx, requests, plan, hidden, n_rows_all, results, error);
     const auto t2 = clock::now();
-    ctx->timings.t_decode_us = std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
-    ctx->timings.t_head_us   = std::chrono::duration_cast<std::chrono::microseconds>(t2 - t1).count();
-    ctx->timings.n_outputs   = static_cast<int32_t>(n_rows_all);
+    ctx->running.t_decode_us = std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
+    ctx->running.t_head_us   = std::chrono::duration_cast<std::chrono::microseconds>(t2 - t1).count();
+    ctx->running.n_outputs   = static_cast<int32_t>(n_rows_all);
 
     std::lock_guard<std::mutex> lock(ctx->mutex);
+    ctx->last = ctx->running;
     llama_memory_t mem = llama_get_memory(ctx->lctx.get());
     for (size_t r = 0; r < requests.size(); r++) {
         if (!ok) {

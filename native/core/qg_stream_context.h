@@ -17,11 +17,24 @@
 // Most threads a context may use (ggml's own limit is GGML_MAX_N_THREADS).
 static const int32_t QG_STREAM_MAX_THREADS = 256;
 
+// llama.cpp's flash attention setting (the values of llama_flash_attn_type).
+enum qg_flash_attn : int32_t {
+    QG_FLASH_ATTN_AUTO = -1,  // llama.cpp decides per device (on wherever the backend supports it, the CPU included)
+    QG_FLASH_ATTN_OFF  = 0,
+    QG_FLASH_ATTN_ON   = 1,
+};
+
 struct qg_stream_context_params {
-    uint32_t n_ctx;      // KV cells shared by all sequences (the hard limit: no request may overflow it)
-    uint32_t n_seq_max;  // most sequences at once
-    uint32_t n_batch;    // most tokens in one llama_decode call
-    int32_t  n_threads;  // threads for the backbone and the head (<= 0: all hardware threads; at most QG_STREAM_MAX_THREADS)
+    uint32_t      n_ctx;          // KV cells shared by all sequences (the hard limit: no request may overflow it)
+    uint32_t      n_seq_max;      // most sequences at once
+    uint32_t      n_batch;        // most tokens in one llama_decode call
+    uint32_t      n_ubatch;       // most tokens in one of llama.cpp's compute graphs (<= n_batch; 0: min(n_batch, 512))
+    uint32_t      n_outputs_max;  // most output positions in one llama_decode call (<= n_batch; 0: n_batch). llama.cpp
+                                  // keeps n_vocab floats of logits per output row: this bounds that buffer
+    int32_t       n_threads;      // threads for the backbone and the head (<= 0: all hardware threads; at most QG_STREAM_MAX_THREADS)
+    qg_flash_attn flash_attn;
+    bool          stop_after_hidden;  // end every graph at the final-norm hidden states, skipping llama.cpp's LM head
+                                      // (false: the whole graph runs, as stock llama.cpp does; for comparisons)
 };
 
 // Tokens appended to one sequence, and the positions whose head outputs are wanted.
@@ -47,6 +60,7 @@ struct qg_stream_timings {
     int32_t n_decode;       // llama_decode calls
     int32_t n_tokens;       // tokens decoded
     int32_t n_outputs;      // positions the head was applied to
+    int32_t n_graphs_stopped;  // graphs ended at the hidden states (stop_after_hidden): their LM head never ran
 };
 
 struct qg_stream_context;
@@ -81,7 +95,8 @@ bool qg_stream_context_check(qg_stream_context * ctx, const std::vector<qg_strea
 bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
                                 std::vector<qg_stream_result> & results, std::string & error);
 
-qg_stream_timings qg_stream_context_last_timings(const qg_stream_context * ctx);
+// The timings of the last finished evaluate (all zero before the first). May be called while an evaluate runs.
+qg_stream_timings qg_stream_context_last_timings(qg_stream_context * ctx);
 
 struct qg_stream_context_deleter {
     void operator()(qg_stream_context * ctx) const { qg_stream_context_free(ctx); }

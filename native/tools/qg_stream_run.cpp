@@ -3,7 +3,10 @@
 // prints per token the response head's risk probabilities, then the query head at the last token.
 //
 //   qg_stream_run <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--quiet]
-//                 [--bench N] <text...>
+//                 [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>
+//
+// --flash-attn defaults as StreamGuard does: off without GPU layers, llama.cpp's auto with them. --full-graph runs
+// llama.cpp's whole graph (LM head included) instead of stopping at the hidden states.
 //
 // --bench N then feeds N more tokens one at a time (response head at each) and prints the mean time per token and the
 // head's share of it.
@@ -38,7 +41,7 @@
 static void print_usage(const char * argv0) {
     fprintf(stderr,
             "usage: %s <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--quiet] "
-            "[--bench N] <text...>\n",
+            "[--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>\n",
             argv0);
 }
 
@@ -108,6 +111,8 @@ int main(int argc, char ** argv) {
     int32_t n_batch   = 512;
     int32_t n_bench   = 0;
     bool    quiet     = false;
+    bool    full_graph = false;
+    std::string flash_attn;
     std::string text;
     for (int i = 3; i < argc; i++) {
         const std::string arg = argv[i];
@@ -124,6 +129,17 @@ int main(int argc, char ** argv) {
             target = &n_bench;
         } else if (arg == "--quiet") {
             quiet = true;
+            continue;
+        } else if (arg == "--full-graph") {
+            full_graph = true;
+            continue;
+        } else if (arg == "--flash-attn") {
+            if (i + 1 >= argc || (strcmp(argv[i + 1], "auto") != 0 && strcmp(argv[i + 1], "on") != 0 &&
+                                  strcmp(argv[i + 1], "off") != 0)) {
+                fprintf(stderr, "error: --flash-attn expects auto, on or off\n");
+                return 2;
+            }
+            flash_attn = argv[++i];
             continue;
         }
         if (target != nullptr) {
@@ -157,7 +173,12 @@ int main(int argc, char ** argv) {
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_load).count(), info.n_hidden,
             info.n_inner, info.n_vocab);
 
-    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx), 1, static_cast<uint32_t>(n_batch), n_threads };
+    if (flash_attn.empty()) {
+        flash_attn = mparams.n_gpu_layers > 0 ? "auto" : "off";
+    }
+    const qg_flash_attn fa = flash_attn == "on" ? QG_FLASH_ATTN_ON : flash_attn == "off" ? QG_FLASH_ATTN_OFF : QG_FLASH_ATTN_AUTO;
+    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx), 1, static_cast<uint32_t>(n_batch), 0, 0, n_threads, fa,
+                                         !full_graph };
     qg_stream_context_ptr ctx(qg_stream_context_init(model.get(), cparams, error));
     if (!ctx) {
         fprintf(stderr, "error: %s\n", error.c_str());
@@ -209,8 +230,9 @@ int main(int argc, char ** argv) {
     }
     printf("  -> %s / %s\n", q_risk[argmax(q, q_risk.size())].c_str(),
            q_cat[argmax(q + q_risk.size(), q_cat.size())].c_str());
-    printf("evaluate: %zu tokens in %.1f ms (%d llama_decode calls, %.1f ms decode, %.3f ms head)\n", n_tokens, ms_eval,
-           timings.n_decode, timings.t_decode_us / 1000.0, timings.t_head_us / 1000.0);
+    printf("evaluate: %zu tokens in %.1f ms (%d llama_decode calls, %d graphs stopped at the hidden states, %.1f ms decode, "
+           "%.3f ms head)\n", n_tokens, ms_eval, timings.n_decode, timings.n_graphs_stopped, timings.t_decode_us / 1000.0,
+           timings.t_head_us / 1000.0);
 
     if (n_bench > 0) {
         int64_t t_decode_us = 0;

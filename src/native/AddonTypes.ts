@@ -87,8 +87,34 @@ export interface AddonStreamContextOptions {
     maxSequences: number,
     /** Most tokens in one llama_decode call. */
     batchSize: number,
+    /** Most tokens in one of llama.cpp's compute graphs (`n_ubatch`, capped at `batchSize`). */
+    ubatchSize: number,
+    /** Most output positions in one llama_decode call (capped at `batchSize`; at least `maxSequences` is kept).
+     * llama.cpp keeps n_vocab logits floats per output row (600 KiB for Qwen3): this bounds that buffer. */
+    outputBatchSize: number,
     /** Threads of the backbone and the head (0: all hardware threads). */
-    threads: number
+    threads: number,
+    /** llama.cpp's flash attention (`flash_attn_type`): `"auto"` lets llama.cpp decide per device. */
+    flashAttention: "auto" | "on" | "off",
+    /** End every output graph at the final-norm hidden states, so llama.cpp's LM head never runs (true in the
+     * library); false runs llama.cpp's whole graph, to compare the two. */
+    stopAfterHidden: boolean
+}
+
+/** Where the last finished evaluate's time went; all zero before the first. */
+export interface AddonStreamTimings {
+    /** llama_decode calls, reading the hidden states included. */
+    decodeMs: number,
+    /** The head graph. */
+    headMs: number,
+    decodeCalls: number,
+    /** Tokens decoded. */
+    tokens: number,
+    /** Positions the head was applied to. */
+    outputs: number,
+    /** Graphs (one per llama.cpp ubatch with outputs) ended at the hidden states, their LM head skipped
+     * (`stopAfterHidden`). */
+    stoppedGraphs: number
 }
 
 /** Head selection bits for {@link AddonStreamRequest.heads}. */
@@ -104,7 +130,7 @@ export interface AddonStreamRequest {
     /** Appended after the tokens the sequence already holds. */
     tokens: Int32Array,
     /** Strictly ascending indices into `tokens` whose outputs are returned. Only these positions run the final layer's
-     * output rows (and llama.cpp's LM head): the others are only added to the KV cache. */
+     * output rows (and, with `stopAfterHidden` false, llama.cpp's LM head): the others are only added to the KV cache. */
     outputs: Int32Array,
     /** Bit set of {@link AddonHead}. */
     heads: number,
@@ -138,6 +164,8 @@ export interface AddonStreamContext {
     sequenceLength(sequence: number): number,
     /** KV cells used by all sequences together. */
     usedCells(): number,
+    /** Timings of the last finished evaluate (callable while another runs). */
+    lastTimings(): AddonStreamTimings,
     /**
      * Decodes all requests in as few llama_decode calls as the batch size allows, then applies the head to the output
      * positions in one graph. All or nothing: when it rejects (the context would overflow, llama_decode failed), no

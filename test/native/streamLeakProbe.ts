@@ -9,7 +9,7 @@ import {readFileSync} from "node:fs";
 import {setFlagsFromString} from "node:v8";
 import {runInNewContext} from "node:vm";
 import {loadLlamaRuntime} from "../../src/native/loadAddon.js";
-import {randomTokens, seededRandom} from "./streamTestKit.js";
+import {SMALL_CONTEXT, randomTokens, seededRandom} from "./streamTestKit.js";
 
 if (process.argv.length < 5)
     process.exit(0);
@@ -28,7 +28,7 @@ const nativeBytes = () => {
 const {addon} = await loadLlamaRuntime({gpu: false});
 // Not mapped: read into memory at once, so that model pages faulted in (or reclaimed) as tokens vary do not move the RSS.
 const model = await addon.StreamModel.load({modelPath, headPath: "", gpuLayers: 0, useMmap: false});
-const context = await model.createContext({contextSize: 64, maxSequences: 4, batchSize: 16, threads: 1});
+const context = await model.createContext({...SMALL_CONTEXT, contextSize: 64, maxSequences: 4, batchSize: 16});
 const random = seededRandom(5);
 const samples: number[] = [];
 for (let i = 0; i < cycles; i++) {

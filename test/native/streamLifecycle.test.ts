@@ -8,7 +8,7 @@ import {promisify} from "node:util";
 import t from "tap";
 import type {AddonStreamRequest} from "../../src/native/AddonTypes.js";
 import {
-    allOutputs, convertedFixture, createStreamContext, expectError, loadStreamModel, maxAbsDiff, outputWidths, randomTokens, seededRandom
+    SMALL_CONTEXT, allOutputs, convertedFixture, createStreamContext, expectError, loadStreamModel, maxAbsDiff, outputWidths, randomTokens, seededRandom
 } from "./streamTestKit.js";
 
 const RESPONSE = 2;
@@ -21,7 +21,7 @@ const request = (sequence: number, ids: Int32Array, outputs: Int32Array, heads =
     ({sequence, tokens: ids, outputs, heads});
 
 t.test("dispose while an evaluate runs waits for it; the disposed context refuses every call", async (t) => {
-    const context = await model.createContext({contextSize: 4096, maxSequences: 2, batchSize: 256, threads: 1});
+    const context = await model.createContext({...SMALL_CONTEXT, contextSize: 4096, maxSequences: 2, batchSize: 256});
     const s = context.acquireSequence();
     const prompt = randomTokens(seededRandom(1), 2000);
     const events: string[] = [];
@@ -29,10 +29,13 @@ t.test("dispose while an evaluate runs waits for it; the disposed context refuse
         events.push("evaluate");
         return results;
     });
+    t.same(context.lastTimings(), {decodeMs: 0, headMs: 0, decodeCalls: 0, tokens: 0, outputs: 0, stoppedGraphs: 0},
+        "lastTimings answers while the evaluate runs: nothing finished yet");
     const disposing = context.dispose().then(() => events.push("dispose"));
     await expectError(t, () => context.evaluate([request(s, prompt, new Int32Array(0))]), Error, "StreamContext.evaluate: the context is disposed");
     await expectError(t, () => context.acquireSequence(), Error, "StreamContext.acquireSequence: the context is disposed");
     await expectError(t, () => context.usedCells(), Error, "StreamContext.usedCells: the context is disposed");
+    await expectError(t, () => context.lastTimings(), Error, "StreamContext.lastTimings: the context is disposed");
     await expectError(t, model.dispose(), Error, "StreamModel.dispose: 1 context(s) of this model are still open; dispose them first");
     const [results] = await Promise.all([evaluating, disposing]);
     t.same(events, ["evaluate", "dispose"], "the evaluate finished first");

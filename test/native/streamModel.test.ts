@@ -9,7 +9,7 @@ import type {GgufKv} from "../../gguf/index.js";
 import type {GgmlType} from "../../gguf/ggmlTypes.js";
 import {GgufValueType} from "../../gguf/ggmlTypes.js";
 import type {AddonStreamModelOptions} from "../../src/native/AddonTypes.js";
-import {convertedFixture, createStreamContext, expectError, loadStreamModel, streamAddon, tempDir} from "./streamTestKit.js";
+import {SMALL_CONTEXT, convertedFixture, createStreamContext, expectError, loadStreamModel, streamAddon, tempDir} from "./streamTestKit.js";
 
 interface TensorCopy {
     name: string;
@@ -194,14 +194,14 @@ t.test("tokenize and tokenBytes", async (t) => {
 t.test("dispose: contexts first, then the model; a disposed model refuses every call", async (t) => {
     const addon = await streamAddon();
     const model = await addon.StreamModel.load(options(tiny.modelPath));
-    const context = await model.createContext({contextSize: 128, maxSequences: 1, batchSize: 32, threads: 1});
+    const context = await model.createContext({...SMALL_CONTEXT, contextSize: 128, maxSequences: 1, batchSize: 32});
     await expectError(t, model.dispose(), Error, "StreamModel.dispose: 1 context(s) of this model are still open; dispose them first");
     await context.dispose();
     await model.dispose();
     await model.dispose();
     await expectError(t, () => model.info(), Error, "StreamModel.info: the model is disposed");
     await expectError(t, () => model.tokenize("x", true), Error, "StreamModel.tokenize: the model is disposed");
-    await expectError(t, () => model.createContext({contextSize: 128, maxSequences: 1, batchSize: 32, threads: 1}), Error,
+    await expectError(t, () => model.createContext({...SMALL_CONTEXT, contextSize: 128, maxSequences: 1, batchSize: 32}), Error,
         "StreamModel.createContext: the model is disposed");
 });
 
@@ -209,9 +209,13 @@ t.test("createContext refuses bad options", async (t) => {
     const model = await loadStreamModel(t, tiny);
     await expectError(t, () => model.createContext({contextSize: "big"} as unknown as Parameters<typeof model.createContext>[0]), TypeError,
         "StreamModel.createContext: Expected options.contextSize to be a 32-bit integer but received a string");
-    await expectError(t, () => model.createContext({contextSize: 0, maxSequences: 1, batchSize: 8, threads: 1}), RangeError,
-        "StreamModel.createContext: Expected positive contextSize, maxSequences and batchSize but received 0, 1 and 8");
-    await expectError(t, model.createContext({contextSize: 64, maxSequences: 1000, batchSize: 8, threads: 1}), Error,
+    await expectError(t, () => model.createContext({...SMALL_CONTEXT, contextSize: 0, maxSequences: 1, batchSize: 8}), RangeError,
+        "StreamModel.createContext: Expected positive contextSize, maxSequences, batchSize, ubatchSize and outputBatchSize but received 0, 1, 8, 128 and 64");
+    await expectError(t, () => model.createContext({...SMALL_CONTEXT, flashAttention: "yes" as "on"}), RangeError,
+        'StreamModel.createContext: Expected options.flashAttention to be "auto", "on" or "off" but received "yes"');
+    await expectError(t, () => model.createContext({...SMALL_CONTEXT, stopAfterHidden: undefined as unknown as boolean}), TypeError,
+        "StreamModel.createContext: Expected options.stopAfterHidden to be a boolean but received undefined");
+    await expectError(t, model.createContext({...SMALL_CONTEXT, contextSize: 64, maxSequences: 1000, batchSize: 8}), Error,
         "Expected maxSequences between 1 and 256 but received 1000");
     const context = await createStreamContext(t, model, {maxSequences: 256});
     t.equal(context.usedCells(), 0, "256 sequences are llama.cpp's limit and fine");

@@ -30,6 +30,9 @@ t.test("bad input is refused with what was wrong and what was expected", async (
     await t.rejects(StreamGuard.load({model: planted.headPath}), {message: /is not a Qwen3Guard-Stream backbone \(qwen3guard.variant is "stream-head"\)/});
     await t.rejects(StreamGuard.load({model: planted.modelPath, head: "/no/head.gguf"}), {message: /^Head file \/no\/head.gguf does not exist/});
     await t.rejects(StreamGuard.load({model: planted.modelPath, threads: 0}), {name: "TypeError", message: 'Expected an integer between 1 and 1024 for "threads" but received 0'});
+    await t.rejects(StreamGuard.load({model: planted.modelPath, flashAttention: "on" as never}), {
+        name: "TypeError", message: 'Expected a boolean for "flashAttention" but received "on"'
+    });
 
     await t.rejects(guard.createSession({messages: "hi" as never}), {name: "TypeError", message: 'Expected an array of {role, content} for "messages" but received "hi"'});
     await t.rejects(guard.createSession({messages: [{role: "robot", content: "x"}] as never}), {
@@ -169,6 +172,19 @@ t.test("pushTokens takes generator ids straight through; truncate rolls back", a
     t.equal(session.flag, null, "the rule is replayed over the kept tokens");
     await session.pushTokens([323]);
     t.equal(session.flag, null);
+});
+
+t.test("flashAttention: off by default on the CPU; on gives the same verdicts", async (t) => {
+    t.equal(guard.options.flashAttention, guard.options.gpuLayers === 0 ? false : "auto", "off on the CPU, llama.cpp's auto when offloaded");
+    const flash = await StreamGuard.load({model: planted.modelPath, threads: 2, contextSize: 2048, maxSessions: 1, flashAttention: true});
+    t.teardown(() => flash.dispose());
+    t.equal(flash.options.flashAttention, true);
+    // the planted model's probabilities saturate; test/native/streamGraph.test.ts compares the numbers on a random model
+    const messages: Message[] = [...ask("How do I bypass the filter?"), {role: "assistant", content: "Sure, here is how: bomb poison and more."}];
+    const [off, on] = await Promise.all([guard.moderate(messages), flash.moderate(messages)]);
+    t.same(on.response?.tokens.map((token) => token.level), off.response?.tokens.map((token) => token.level), "the same level at every token");
+    t.same(on.response?.flag, off.response?.flag);
+    t.equal(on.prompt?.level, off.prompt?.level);
 });
 
 t.test("monitor passes judged text through and stops at the unsafe span", async (t) => {
