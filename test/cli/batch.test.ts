@@ -125,7 +125,7 @@ t.test("a Stream model from the CLI: text lines are prompts; --mode is refused",
     const run = await batch([lines, "-o", out, "-m", stream, "-c", "2"]);
     t.equal(run.status, 0, run.stderr);
     t.match(readJsonl(out), [{line: 1, model: "stream", level: "Unsafe"}, {line: 2, model: "stream", level: "Safe"}]);
-    const refused = await batch([lines, "-o", path.join(dir, "never.jsonl"), "-m", stream, "--mode", "generate"]);
+    const refused = await batch([lines, "-o", path.join(dir, "refused.jsonl"), "-m", stream, "--mode", "generate"]);
     t.equal(refused.status, 2);
     t.equal(refused.stderr, `qwenguard: "mode" applies to Gen models only, and ${stream} is a Stream model\n`);
 });
