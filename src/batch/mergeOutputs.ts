@@ -1,4 +1,5 @@
 import {closeSync, existsSync, openSync, readFileSync, writeSync} from "node:fs";
+import path from "node:path";
 import {BatchOutputError, parseOutputLine} from "./batchOutput.js";
 import {readLines} from "./readLines.js";
 
@@ -23,8 +24,18 @@ export async function mergeBatchOutputs(shards: readonly string[], output: strin
     for (const shard of shards) {
         if (!existsSync(shard))
             throw new BatchOutputError(`Shard output ${shard} does not exist`);
+        if (path.resolve(shard) === path.resolve(output))
+            throw new BatchOutputError(`The merged output ${output} is one of the shards: write it to another file`);
         const checkpoint = `${shard}.checkpoint.json`;
-        if (existsSync(checkpoint) && (JSON.parse(readFileSync(checkpoint, "utf8")) as {complete?: unknown}).complete !== true)
+        if (!existsSync(checkpoint))
+            continue;
+        let complete: unknown;
+        try {
+            complete = (JSON.parse(readFileSync(checkpoint, "utf8")) as {complete?: unknown}).complete;
+        } catch (error) {
+            throw new BatchOutputError(`${checkpoint} is not a batch checkpoint (${(error as Error).message})`);
+        }
+        if (complete !== true)
             throw new BatchOutputError(`${shard} is not complete (its checkpoint says so): rerun its batch command first`);
     }
     const readers = shards.map((file) => ({file, lines: readLines(file, Number.MAX_SAFE_INTEGER), current: null as {line: number, text: string} | null,
@@ -44,8 +55,14 @@ export async function mergeBatchOutputs(shards: readonly string[], output: strin
         reader.last = parsed.line;
         reader.current = {line: parsed.line, text};
     };
-    for (const reader of readers)
-        await advance(reader);
+    const closeAll = () => Promise.all(readers.map((reader) => reader.lines.return(undefined)));
+    try {
+        for (const reader of readers)
+            await advance(reader);
+    } catch (error) {
+        await closeAll();
+        throw error;
+    }
 
     const fd = openSync(output, "w");
     let lines = 0;
@@ -68,6 +85,7 @@ export async function mergeBatchOutputs(shards: readonly string[], output: strin
         }
     } finally {
         closeSync(fd);
+        await closeAll();
     }
     return {output, lines};
 }

@@ -84,8 +84,8 @@ interface RunSettings {
     format: BatchInputFormat,
     columns: CsvColumns | null,
     policy: unknown,
-    mode: string | null,
-    longInput: string | null,
+    mode: string,
+    longInput: string,
     shard: string | null
 }
 
@@ -130,18 +130,21 @@ export async function moderateFile(input: string, output: string, options: Moder
     if (path.resolve(input) === path.resolve(output))
         throw new TypeError("The output must not be the input file");
     const errorsFile = options.errors ?? `${output}.errors.jsonl`;
+    if ([input, output].some((file) => path.resolve(file) === path.resolve(errorsFile)))
+        throw new TypeError("The errors file must not be the input or the output file");
     const checkpointFile = `${output}.checkpoint.json`;
     const settings: RunSettings = {
         input: path.resolve(input), model: path.resolve(options.model), head: options.head != null ? path.resolve(options.head) : null,
         format, columns: format === "csv" ? {id: "id", prompt: "prompt", response: "response", ...options.columns} : null,
-        policy: options.policy ?? "strict", mode: options.mode ?? null, longInput: options.longInput ?? null, shard: shard != null ? `${shard.index}/${shard.count}` : null
+        policy: options.policy ?? "strict", mode: options.mode ?? "score", longInput: options.longInput ?? "error", shard: shard != null ? `${shard.index}/${shard.count}` : null
     };
 
     // resume: the output so far (torn last line cut off) and its counts; the errors file is rebuilt from it
     let resumeAfter = 0;
     let tally = new BatchTally();
     let repairedBytes = 0;
-    const resuming = existsSync(output) && options.overwrite !== true;
+    // an empty output without a checkpoint holds nothing to keep (the checkpoint is written before the output is created)
+    const resuming = existsSync(output) && options.overwrite !== true && !(statSync(output).size === 0 && !existsSync(checkpointFile));
     if (resuming) {
         const checkpoint = readCheckpoint(checkpointFile, output);
         const mismatched = (Object.keys(settings) as Array<keyof RunSettings>)
@@ -151,11 +154,15 @@ export async function moderateFile(input: string, output: string, options: Moder
                 `${key}: ${JSON.stringify(checkpoint.settings[key])} then, ${JSON.stringify(settings[key])} now`).join("; ")}): ` +
                 "rerun with the same settings to resume, or pass --overwrite to start again");
     }
+    const totalBytes = statSync(input).size;
     const judge = await Judge.open(options);
-    const errs = openSync(errorsFile, "w");
-    const write = (fd: number, text: string) => void writeSync(fd, text);
-    if (resuming) {
-        try {
+    let errs = -1;
+    let out = -1;
+    const write = (fd: number, text: string) => writeAll(fd, text);
+    let resumed = 0;
+    try {
+        errs = openSync(errorsFile, "w");
+        if (resuming) {
             const scanned = await scanOutput(output, (text, line) => {
                 if (line.error != null)
                     write(errs, text + "\n");
@@ -163,15 +170,20 @@ export async function moderateFile(input: string, output: string, options: Moder
             resumeAfter = scanned.lastLine;
             tally = scanned.tally;
             repairedBytes = scanned.truncatedBytes;
-        } catch (error) {
-            closeSync(errs);
-            await judge.dispose();
-            throw error;
+        } else {
+            // the checkpoint first: an output never exists without one saying which run it belongs to
+            writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete: false, lastLine: 0,
+                counts: tally.snapshot(), updated: new Date().toISOString()});
         }
+        resumed = tally.records;
+        out = openSync(output, resumeAfter > 0 ? "a" : "w");
+    } catch (error) {
+        for (const fd of [errs, out])
+            if (fd >= 0)
+                closeSync(fd);
+        await judge.dispose();
+        throw error;
     }
-    const resumed = tally.records;
-    const out = openSync(output, resumeAfter > 0 ? "a" : "w");
-    const totalBytes = statSync(input).size;
     const start = performance.now();
     let bytesRead = 0;
     let skippedBytes = 0;
@@ -264,6 +276,13 @@ export async function moderateFile(input: string, output: string, options: Moder
     const summary: BatchSummary = {...progress(), output, errorsFile, blankLines, repairedBytes, interrupted: !complete, complete};
     options.onProgress?.(summary);
     return summary;
+}
+
+/** Writes all of `text` (writeSync may write less, e.g. on a full disk: the rest is retried, or the error thrown). */
+function writeAll(fd: number, text: string): void {
+    const bytes = Buffer.from(text);
+    for (let written = 0; written < bytes.length;)
+        written += writeSync(fd, bytes, written, bytes.length - written);
 }
 
 /** `.jsonl`/`.json`/`.ndjson` → jsonl, `.csv` → csv, anything else → txt. */

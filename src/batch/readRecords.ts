@@ -257,11 +257,12 @@ interface CsvPending {
 /**
  * Whether a CSV line ends inside a quoted field (the record goes on), given whether it began inside one. Only a
  * quote at the start of a field opens one; a stray quote elsewhere is an error found later, not a continuation.
- * An oversized line (bytes dropped) is taken to close what it opened.
+ * An oversized line (bytes dropped) is taken to leave the state as it was (inside a long quoted field, it is most
+ * likely more of that field).
  */
 function endsInQuotedField(bytes: Buffer | null, inQuotes: boolean): boolean {
     if (bytes == null)
-        return false;
+        return inQuotes; // dropped: most likely more of the long quoted field it is in
     let quoted = inQuotes;
     let fieldStart = !inQuotes;
     for (let i = 0; i < bytes.length; i++) {

@@ -4,6 +4,7 @@ import path from "node:path";
 import type {LlamaContext, LlamaContextSequence, LlamaModel, Token} from "node-llama-cpp";
 import {GgufValueType, readGguf} from "../../gguf/index.js";
 import {ContextLimitError} from "../conversation/ContextLimitError.js";
+import {nfc} from "../conversation/nfc.js";
 import {describeValue, validateMessages} from "../conversation/messages.js";
 import type {Message} from "../conversation/messages.js";
 import {addedTokenIds, plainTextTokenizer} from "../conversation/plainText.js";
@@ -211,7 +212,7 @@ export class GenGuard {
         const last = messages.length - 1;
         const withContent = (content: string): Message[] => messages.map((message, i) => i === last ? {...message, content} : message);
         const rest = tokenizeSegments(genPromptSegments(withContent("")).segments, this._tokenize).length;
-        const tokens = this._tokenize(messages[last].content, false);
+        const tokens = this._tokenize(nfc(messages[last].content), false);
         // a window's text is re-tokenized inside the template: a few tokens may merge or split at its edges
         const room = this.promptTokenLimit - rest - WINDOW_EDGE_TOKENS;
         if (room < MIN_WINDOW_TOKENS)

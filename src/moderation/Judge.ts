@@ -131,9 +131,9 @@ export class Judge {
         if (options.head != null)
             throw new TypeError(`"head" applies to Stream models only, and ${options.model} is a Gen model`);
         const mode = oneOfOption<GenMode>("mode", options.mode ?? "score", ["score", "generate"]);
+        const longInput = oneOfOption("longInput", options.longInput ?? "error", ["error", "windows"]);
         const gen = await GenGuard.load({model: options.model, threads: options.threads, contextSize: options.contextSize, gpu: options.gpu,
             parallel: concurrency, onWarning: options.onWarning});
-        const longInput = oneOfOption("longInput", options.longInput ?? "error", ["error", "windows"]);
         const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
             const verdict = await gen.moderate(messages, {mode, policy, longInput});
             return {result: genResult(verdict), tokens: verdict.usage.promptTokens};

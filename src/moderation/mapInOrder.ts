@@ -28,6 +28,9 @@ export async function* mapInOrder<T, R>(items: AsyncIterable<T> | Iterable<T>, c
             await fill();
         }
     } finally {
+        // stopped early (the consumer left, or an item or the input failed): let the work in flight end first, so
+        // that nothing runs on after the caller has moved on (e.g. disposed the model)
+        await Promise.allSettled(pending);
         if (!exhausted)
             await iterator.return?.();
     }

@@ -35,6 +35,10 @@ t.test("bad options are refused, naming the option", async (t) => {
         await expectError(t, moderateFile(input, out, {...GEN, ...options}), TypeError, message);
     await expectError(t, moderateFile(path.join(dir, "missing.jsonl"), out, GEN), Error, `Input file ${path.join(dir, "missing.jsonl")} does not exist`);
     await expectError(t, moderateFile(input, input, GEN), TypeError, "The output must not be the input file");
+    await expectError(t, moderateFile(input, out, {...GEN, errors: input}), TypeError, "The errors file must not be the input or the output file");
+    await expectError(t, moderateFile(input, out, {...GEN, errors: out}), TypeError, "The errors file must not be the input or the output file");
+    await expectError(t, Judge.open({...GEN, longInput: "window" as "windows"}), TypeError,
+        'Expected one of "error", "windows" for "longInput" but received "window"');
     t.notOk(existsSync(out), "nothing written");
 });
 
@@ -87,6 +91,8 @@ t.test("shards cover the input exactly once, and merge joins them in input order
     const merged = path.join(dir, "merged.jsonl");
     t.same(await mergeBatchOutputs([...shards].reverse(), merged), {output: merged, lines: expected.length});
     t.equal(sameResults(readJsonl(merged), fullLines), null, "the merge equals the unsharded run");
+    await expectError(t, mergeBatchOutputs([shards[0], shards[1]], shards[1]), BatchOutputError,
+        `The merged output ${shards[1]} is one of the shards: write it to another file`);
     await expectError(t, mergeBatchOutputs([shards[0], shards[0]], merged), BatchOutputError,
         `Input line 1 is in both ${shards[0]} and ${shards[0]}: were the shards run with the same --shard?`);
 });
@@ -104,6 +110,12 @@ t.test("an output is resumed only by the run that wrote it", async (t) => {
         "this is not an output of qwenguard batch, or it was edited (move it away, or pass --overwrite to start again)");
     const summary = await moderateFile(input, foreign, {...GEN, overwrite: true, limit: 3});
     t.same([summary.processed, readJsonl(foreign).length], [3, 3], "--overwrite starts again; --limit stops early");
+    const resumedExplicit = await moderateFile(input, foreign, {...GEN, mode: "score", longInput: "error", limit: 5});
+    t.same([resumedExplicit.resumed, resumedExplicit.processed], [3, 2], "the defaults given explicitly are the same settings");
+
+    const empty = path.join(dir, "empty.jsonl");
+    await writeFile(empty, "");
+    t.equal((await moderateFile(input, empty, {...GEN, limit: 2})).processed, 2, "an empty output without a checkpoint is a fresh start");
 });
 
 t.test("strict: the first bad record stops the run, after every record before it", async (t) => {
