@@ -9,7 +9,7 @@ export class BatchTally {
     readonly byLevel: Record<RiskLevel, number> = {Safe: 0, Controversial: 0, Unsafe: 0};
     readonly byCategory: Record<string, number> = {};
 
-    /** Counts one output line (a verdict or an error). */
+    /** Counts one output line (a verdict or an error), and the tokens the model read for it (0 for a resumed line). */
     add(line: {error?: unknown, level?: unknown, category?: unknown, flagged?: unknown}, tokens = 0): void {
         this.records++;
         this.tokens += tokens;
@@ -37,7 +37,7 @@ export interface BatchCounts {
     records: number,
     errors: number,
     flagged: number,
-    /** Tokens the model read (this run only). */
+    /** Tokens the model read (this run only: resumed lines count none). */
     tokens: number,
     byLevel: Record<RiskLevel, number>,
     byCategory: Record<string, number>

@@ -192,22 +192,21 @@ export async function moderateFile(input: string, output: string, options: Moder
     let lastLine = resumeAfter;
     let lastCheckpoint = start;
     let complete = false;
-    let tokens = 0;
 
     const progress = (): BatchProgress => {
         const elapsedMs = performance.now() - start;
         const seconds = elapsedMs / 1000;
         const rate = processed / Math.max(seconds, 1e-9);
         const bytesPerSecond = (bytesRead - skippedBytes) / Math.max(seconds, 1e-9);
-        return {counts: {...tally.snapshot(), tokens}, processed, resumed, bytesRead, totalBytes, elapsedMs,
-            recordsPerSecond: processed > 0 ? rate : 0, tokensPerSecond: processed > 0 ? tokens / Math.max(seconds, 1e-9) : 0,
+        return {counts: tally.snapshot(), processed, resumed, bytesRead, totalBytes, elapsedMs,
+            recordsPerSecond: processed > 0 ? rate : 0, tokensPerSecond: processed > 0 ? tally.tokens / Math.max(seconds, 1e-9) : 0,
             etaSeconds: bytesRead > skippedBytes && processed > 0 ? Math.max(0, (totalBytes - bytesRead) / bytesPerSecond) : null};
     };
     const checkpoint = () => {
         fsyncSync(out);
         fsyncSync(errs);
         writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete, lastLine,
-            counts: {...tally.snapshot(), tokens}, updated: new Date().toISOString()});
+            counts: tally.snapshot(), updated: new Date().toISOString()});
         lastCheckpoint = performance.now();
     };
 
@@ -252,8 +251,7 @@ export async function moderateFile(input: string, output: string, options: Moder
             write(out, text + "\n");
             if (error != null)
                 write(errs, text + "\n");
-            tally.add(error != null ? {error} : result!);
-            tokens += used;
+            tally.add(error != null ? {error} : result!, used);
             processed++;
             lastLine = record.line;
             bytesRead = record.end;
