@@ -5,12 +5,10 @@ import type {GenPolicyOption} from "../gen/genPolicy.js";
 import {readGuardVariant} from "../gen/readGuardVariant.js";
 import type {GenMode, GenVerdict, GenWindows} from "../gen/types.js";
 import type {Message} from "../conversation/messages.js";
-import {tokenizeSegments} from "../conversation/TokenSegments.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {integerOption, oneOfOption} from "../options.js";
 import {StreamGuard} from "../stream/StreamGuard.js";
 import type {StreamModerationReport} from "../stream/StreamGuard.js";
-import {streamPromptSegments} from "../stream/streamTemplate.js";
 import type {RiskLevel} from "../stream/types.js";
 
 export interface JudgeOptions {
@@ -120,9 +118,7 @@ export class Judge {
             const promptFlagged = promptRule(policy);
             const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
                 const report = await guard.moderate(messages, {policy});
-                const promptTokens = tokenizeSegments(streamPromptSegments(messages.slice(0, messages.map(({role}) => role).lastIndexOf("user") + 1)),
-                    guard._tokenize).length;
-                return {result: streamResult(messages, report, promptFlagged), tokens: promptTokens + (report.response?.tokens.length ?? 0)};
+                return {result: streamResult(messages, report, promptFlagged), tokens: report.tokens};
             };
             return new Judge("stream", concurrency, concurrency, judgeOne, () => guard.dispose(),
                 (error) => error instanceof Error && error.message.startsWith("The context is full"));

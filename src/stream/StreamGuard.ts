@@ -78,7 +78,9 @@ export interface StreamModerationReport {
     /** The verdict of the last user turn; null when the conversation has no user turn. */
     prompt: Verdict | null,
     /** The verdict of the last assistant message after the last user turn; null when there is none. */
-    response: ResponseReport | null
+    response: ResponseReport | null,
+    /** Tokens the model read: the rendered conversation, the assistant header and the response (0 without a user turn). */
+    tokens: number
 }
 
 /** A Stream model's labels, checked at load. */
@@ -200,15 +202,15 @@ export class StreamGuard {
         const checked = validateMessages(messages);
         const lastUser = checked.map((message) => message.role).lastIndexOf("user");
         if (lastUser < 0)
-            return {prompt: null, response: null};
+            return {prompt: null, response: null, tokens: 0};
         const session = await this.createSession({...options, messages: checked.slice(0, lastUser + 1)});
         try {
             const response = checked.slice(lastUser + 1).find((message) => message.role === "assistant");
             if (response == null)
-                return {prompt: session.promptVerdict, response: null};
+                return {prompt: session.promptVerdict, response: null, tokens: session.tokenCount};
             await session.pushText(response.content);
             await session.finish();
-            return {prompt: session.promptVerdict, response: session.report()};
+            return {prompt: session.promptVerdict, response: session.report(), tokens: session.tokenCount};
         } finally {
             await session.dispose();
         }

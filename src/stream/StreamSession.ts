@@ -87,6 +87,11 @@ export class StreamSession {
         return this.verdicts;
     }
 
+    /** Tokens the session holds: the rendered conversation, the assistant header and the response tokens scored. */
+    get tokenCount(): number {
+        return this.length;
+    }
+
     /** Text received by {@link pushText} but not yet scored (the unstable tail of the tokenization). */
     get heldBackText(): string {
         return this.tokenizer.heldBack;
