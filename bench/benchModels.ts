@@ -7,7 +7,9 @@ import {existsSync} from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
-import {convert} from "../src/index.js";
+// from gguf/ directly, not src/index.js: preparing models must not load node-llama-cpp (scripts/gpu-check.sh runs this
+// on a machine with Node and nothing else)
+import {convert} from "../gguf/convert/convert.js";
 import {FIXTURE_GENERATOR_VERSION, FIXTURE_KINDS, writeFixture} from "../test/helpers/fixtures.js";
 import type {FixtureKind} from "../test/helpers/fixtures.js";
 
@@ -49,10 +51,11 @@ export const benchCacheDir = path.join(repoRoot, ".cache", "bench");
  * @param size - which shapes
  * @param options.cacheDir - default `.cache/bench/` under the repository root
  * @param options.log - progress lines (default: stderr)
+ * @param options.streamOnly - only the Stream pair (`stock` is then empty)
  * @returns the model paths
  */
-export async function prepareBenchModels(size: BenchSize, {cacheDir = benchCacheDir, log = (line: string) => process.stderr.write(line + "\n")}:
-    {cacheDir?: string, log?: (line: string) => void} = {}): Promise<BenchModels> {
+export async function prepareBenchModels(size: BenchSize, {cacheDir = benchCacheDir, log = (line: string) => process.stderr.write(line + "\n"), streamOnly = false}:
+    {cacheDir?: string, log?: (line: string) => void, streamOnly?: boolean} = {}): Promise<BenchModels> {
     await fs.mkdir(cacheDir, {recursive: true});
     const converterHash = await hashModuleGraph(path.join(distRoot, "gguf", "convert", "convert.js"));
     const convertKind = async (kind: FixtureKind): Promise<string> => {
@@ -73,7 +76,7 @@ export async function prepareBenchModels(size: BenchSize, {cacheDir = benchCache
     };
     const {stream, gen} = KINDS[size];
     const streamModel = await convertKind(stream);
-    const stock = await convertKind(gen);
+    const stock = streamOnly ? "" : await convertKind(gen);
     return {stream: {model: streamModel, head: streamModel.replace(/\.gguf$/, ".head.gguf")}, stock};
 }
 
