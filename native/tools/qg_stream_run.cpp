@@ -1,6 +1,7 @@
 // qg_stream_run: runs the Stream engine's native core on a text, without Node (e.g. to check the CUDA path on a GPU
 // machine). Tokenizes with special tokens parsed (a rendered ChatML prompt works), evaluates every position, and
-// prints per token the response head's risk probabilities, then the query head at the last token.
+// prints per token the response head's risk probabilities, then the query head at the last token, and the time of
+// that evaluation against the same tokens evaluated with no output at all (a plain prompt evaluation, the baseline).
 //
 //   qg_stream_run <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--quiet]
 //                 [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>
@@ -9,7 +10,7 @@
 // llama.cpp's whole graph (LM head included) instead of stopping at the hidden states.
 //
 // --bench N then feeds N more tokens one at a time (response head at each) and prints the mean time per token and the
-// head's share of it.
+// head's share of it; then N more with no output at all (the backbone floor) and the ratio of the two.
 //
 // It links the prebuilt llama.cpp libraries of LLAMA_LIB_DIR (node-llama-cpp's CPU flavour by default; rpath). The
 // flavours' sonames differ (libllama.v0.4.0.so vs libllama.cuda.v0.4.0.so), so LD_LIBRARY_PATH cannot swap a CUDA
@@ -23,7 +24,8 @@
 //   cmake --build build-cuda --target qg_stream_run
 //   build-cuda/qg_stream_run model.gguf model.head.gguf --gpu-layers 99 "<|im_start|>user ..."
 // The GPU backend library (libggml-cuda.so, which needs the CUDA runtime and cuBLAS) is loaded at run time from the
-// folder of the libggml that was linked.
+// folder of the libggml that was linked. scripts/gpu-check.sh instead builds llama.cpp with CUDA from source and this
+// tool against it, then checks and times the GPU path (README, "On a GPU").
 #include <dlfcn.h>
 
 #include <chrono>
@@ -199,6 +201,27 @@ int main(int argc, char ** argv) {
     req.hidden = false;
 
     std::vector<qg_stream_result> results;
+    // The same tokens with no output at all (KV cache only, as a plain prompt evaluation), from an empty sequence:
+    // the baseline of scoring every position.
+    qg_stream_request plain = req;
+    plain.outputs.clear();
+    const auto eval_plain = [&](double & ms) {
+        if (!qg_stream_context_seq_truncate(ctx.get(), req.seq, 0, error)) {
+            return false;
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        const bool ok = qg_stream_context_evaluate(ctx.get(), std::vector<qg_stream_request>(1, plain), results, error);
+        ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        return ok;
+    };
+    // Warm-up: both kinds of evaluation once (first-touch page faults of llama.cpp's output buffer, GPU kernels).
+    double ms_plain = 0;
+    if (!eval_plain(ms_plain) || !qg_stream_context_seq_truncate(ctx.get(), req.seq, 0, error) ||
+        !qg_stream_context_evaluate(ctx.get(), requests, results, error) ||
+        !qg_stream_context_seq_truncate(ctx.get(), req.seq, 0, error)) {
+        fprintf(stderr, "error: %s\n", error.c_str());
+        return 1;
+    }
     const auto t_eval = std::chrono::steady_clock::now();
     if (!qg_stream_context_evaluate(ctx.get(), requests, results, error)) {
         fprintf(stderr, "error: %s\n", error.c_str());
@@ -206,6 +229,13 @@ int main(int argc, char ** argv) {
     }
     const double ms_eval = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_eval).count();
     const qg_stream_timings timings = qg_stream_context_last_timings(ctx.get());
+    std::vector<qg_stream_result> scored = std::move(results);
+    // the sequence then holds the same tokens again, for --bench
+    if (!eval_plain(ms_plain)) {
+        fprintf(stderr, "error: %s\n", error.c_str());
+        return 1;
+    }
+    results = std::move(scored);
 
     const std::vector<std::string> & r_risk = info.head.risk_labels[QG_STREAM_PATH_RESPONSE];
     const std::vector<std::string> & q_risk = info.head.risk_labels[QG_STREAM_PATH_QUERY];
@@ -233,31 +263,47 @@ int main(int argc, char ** argv) {
     printf("evaluate: %zu tokens in %.1f ms (%d llama_decode calls, %d graphs stopped at the hidden states, %.1f ms decode, "
            "%.3f ms head)\n", n_tokens, ms_eval, timings.n_decode, timings.n_graphs_stopped, timings.t_decode_us / 1000.0,
            timings.t_head_us / 1000.0);
+    printf("plain: the same %zu tokens with no output: %.1f ms; scoring every position / plain %.3f\n", n_tokens,
+           ms_plain, ms_eval / ms_plain);
 
     if (n_bench > 0) {
-        int64_t t_decode_us = 0;
-        int64_t t_head_us   = 0;
-        const auto t_bench = std::chrono::steady_clock::now();
-        for (int32_t i = 0; i < n_bench; i++) {
-            qg_stream_request step;
-            step.seq     = req.seq;
-            step.tokens  = { req.tokens[static_cast<size_t>(i) % n_tokens] };
-            step.outputs = { 0 };
-            step.heads   = QG_STREAM_HEADS_RESPONSE;
-            step.hidden  = false;
-            std::vector<qg_stream_request> steps(1, step);
-            if (!qg_stream_context_evaluate(ctx.get(), steps, results, error)) {
-                fprintf(stderr, "error: %s\n", error.c_str());
-                return 1;
+        // n_bench single tokens, each scored (response head) or not (no output at all: KV cache only, no hidden
+        // state, no head); returns the wall time and adds up the engine's own decode and head times
+        int64_t    t_decode_us = 0;
+        int64_t    t_head_us   = 0;
+        const auto feed_singles = [&](bool scored, double & ms) {
+            const auto t0 = std::chrono::steady_clock::now();
+            for (int32_t i = 0; i < n_bench; i++) {
+                qg_stream_request step;
+                step.seq    = req.seq;
+                step.tokens = { req.tokens[static_cast<size_t>(i) % n_tokens] };
+                step.heads  = QG_STREAM_HEADS_RESPONSE;
+                step.hidden = false;
+                if (scored) {
+                    step.outputs = { 0 };
+                }
+                if (!qg_stream_context_evaluate(ctx.get(), std::vector<qg_stream_request>(1, step), results, error)) {
+                    return false;
+                }
+                const qg_stream_timings t = qg_stream_context_last_timings(ctx.get());
+                t_decode_us += scored ? t.t_decode_us : 0;
+                t_head_us += scored ? t.t_head_us : 0;
             }
-            const qg_stream_timings t = qg_stream_context_last_timings(ctx.get());
-            t_decode_us += t.t_decode_us;
-            t_head_us   += t.t_head_us;
+            ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+            return true;
+        };
+        // The floor runs a few positions further on; the ratio is the Stream engine's price over feeding the backbone.
+        double ms_total = 0;
+        double ms_floor = 0;
+        if (!feed_singles(true, ms_total) || !feed_singles(false, ms_floor)) {
+            fprintf(stderr, "error: %s\n", error.c_str());
+            return 1;
         }
-        const double ms_total = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_bench).count();
         printf("bench: %d single tokens after a context of %zu: %.3f ms/token (decode %.3f ms, head %.4f ms = %.2f%%)\n",
                n_bench, n_tokens, ms_total / n_bench, t_decode_us / 1000.0 / n_bench, t_head_us / 1000.0 / n_bench,
                100.0 * static_cast<double>(t_head_us) / static_cast<double>(t_decode_us + t_head_us));
+        printf("floor: %d single tokens with no output: %.3f ms/token; scored/floor %.3f\n", n_bench, ms_floor / n_bench,
+               ms_total / ms_floor);
     }
     return 0;
 }

@@ -1,0 +1,81 @@
+// qg_stream_run, the native core without Node (native/tools/qg_stream_run.cpp): scripts/gpu-check.sh trusts its
+// printed probabilities (GPU against CPU) and its timing lines, so its CPU output must be the addon's, to the digits
+// it prints.
+
+import {execFile} from "node:child_process";
+import {existsSync} from "node:fs";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import {promisify} from "node:util";
+import t from "tap";
+import {CHATML_EXCHANGE, allOutputs, convertedFixture, createStreamContext, loadStreamModel, outputWidths} from "./streamTestKit.js";
+
+const run = promisify(execFile);
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const binary = path.join(repoRoot, "build", "qg_stream_run");
+t.ok(existsSync(binary), `${binary} is built by npm run build`);
+
+const tiny = await convertedFixture(t, "tiny-stream", "F32", "q8_0");
+
+/** One printed row: position, token id, the response head's risk probabilities, the top label. */
+interface Row {position: number, token: number, probs: number[], label: string}
+
+function parseRows(stdout: string): Row[] {
+    const rows: Row[] = [];
+    for (const line of stdout.split("\n")) {
+        const match = /^\s*(\d+)\s+(\d+)\s.*\s(\d\.\d{6}) (\d\.\d{6}) (\d\.\d{6})\s+(\S+)$/.exec(line);
+        if (match != null)
+            rows.push({position: Number(match[1]), token: Number(match[2]), probs: [match[3], match[4], match[5]].map(Number), label: match[6]});
+    }
+    return rows;
+}
+
+/** The number after `label` on the line starting with `prefix`. */
+function figure(stdout: string, prefix: string, label: RegExp): number {
+    const line = stdout.split("\n").find((candidate) => candidate.startsWith(prefix));
+    const match = line == null ? null : label.exec(line);
+    if (match == null)
+        throw new Error(`No "${prefix}" line with ${label} in:\n${stdout}`);
+    return Number(match[1]);
+}
+
+t.test("prints, per position, the response head's probabilities as the addon computes them, and its timing lines", async (t) => {
+    const {stdout} = await run(binary, [tiny.modelPath, tiny.headPath, "--threads", "1", "--ctx", "512", "--bench", "3", CHATML_EXCHANGE]);
+    const rows = parseRows(stdout);
+
+    const model = await loadStreamModel(t, tiny);
+    const tokens = model.tokenize(CHATML_EXCHANGE, true);
+    // the tool's context: one sequence, batch and ubatch 512, every output in one call
+    const context = await createStreamContext(t, model, {batchSize: 512, ubatchSize: 512, outputBatchSize: 512, maxSequences: 1});
+    const [result] = await context.evaluate([{sequence: context.acquireSequence(), tokens, outputs: allOutputs(tokens.length), heads: 3, hidden: false}]);
+    const widths = outputWidths(model.info());
+    const labels = model.info().responseRiskLabels;
+
+    t.same(rows.map((row) => row.position), [...tokens.keys()], "one row per position");
+    t.same(rows.map((row) => row.token), [...tokens], "the same tokens (special tokens parsed)");
+    let maxDiff = 0;
+    for (const [i, row] of rows.entries()) {
+        const expected = Array.from(result.response!.subarray(i * widths.response, i * widths.response + labels.length));
+        for (const [j, p] of row.probs.entries())
+            maxDiff = Math.max(maxDiff, Math.abs(p - expected[j]));
+        t.equal(row.label, labels[expected.indexOf(Math.max(...expected))], `position ${i}: top label`);
+    }
+    t.ok(maxDiff <= 6e-7, `probabilities within print rounding (max difference ${maxDiff})`);
+
+    t.ok(figure(stdout, "plain:", /no output: ([\d.]+) ms/) > 0, "the no-output baseline is timed");
+    t.ok(figure(stdout, "bench:", /: ([\d.]+) ms\/token/) > 0, "scored single tokens are timed");
+    t.ok(figure(stdout, "floor:", /no output: ([\d.]+) ms\/token/) > 0, "the floor is timed");
+    t.match(stdout, /graphs stopped at the hidden states/);
+});
+
+t.test("refuses bad arguments with a message and exit code 2", async (t) => {
+    for (const [args, message] of [
+        [[tiny.modelPath], /usage:/],
+        [[tiny.modelPath, tiny.headPath, "--flash-attn", "sometimes", "text"], /--flash-attn expects auto, on or off/],
+        [[tiny.modelPath, tiny.headPath, "--bench", "-1", "text"], /--bench expects a non-negative integer/]
+    ] as const) {
+        const failure = await run(binary, [...args]).then(() => null, (error: {code: number, stderr: string}) => error);
+        t.equal(failure?.code, 2, `${args.slice(2).join(" ")}: exit code 2`);
+        t.match(failure?.stderr, message);
+    }
+});
