@@ -195,6 +195,12 @@ for size in $sizes; do
             say "speed $size GPU fa=$fa: $line"
         done
     done
+    # Whole-response scoring by output rows per llama_decode call (StreamGuard: 64, which bounds the logits buffer).
+    for outputs in 64 128 512; do
+        line=$("$run" "$model" "$head" --gpu-layers 99 --ctx 8192 --quiet --outputs $outputs "$(prompt 3300)" \
+            2>>"$out/$size-bench.err" | grep -E '^(evaluate|plain):' | tr '\n' ' ')
+        say "scoring $size GPU, $outputs output rows per call: $line"
+    done
     line=$("$run" "$model" "$head" --gpu-layers 99 --ctx 8192 --quiet --full-graph --bench 200 "$(prompt 60)" \
         2>>"$out/$size-bench.err" | grep -E '^(bench|floor):' | tr '\n' ' ')
     say "speed $size GPU full graph (LM head run too): $line"

@@ -3,8 +3,11 @@
 // prints per token the response head's risk probabilities, then the query head at the last token, and the time of
 // that evaluation against the same tokens evaluated with no output at all (a plain prompt evaluation, the baseline).
 //
-//   qg_stream_run <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--quiet]
-//                 [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>
+//   qg_stream_run <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--ubatch N]
+//                 [--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>
+//
+// --batch, --ubatch and --outputs are the tokens per llama_decode call, per compute graph and the output rows per call
+// (defaults 512, 512 and --batch; StreamGuard uses 512, 128 on a CPU / 512 offloaded, and 64).
 //
 // --flash-attn defaults as StreamGuard does: off without GPU layers, llama.cpp's auto with them. --full-graph runs
 // llama.cpp's whole graph (LM head included) instead of stopping at the hidden states.
@@ -42,8 +45,8 @@
 
 static void print_usage(const char * argv0) {
     fprintf(stderr,
-            "usage: %s <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--quiet] "
-            "[--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>\n",
+            "usage: %s <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--ubatch N] "
+            "[--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>\n",
             argv0);
 }
 
@@ -111,6 +114,8 @@ int main(int argc, char ** argv) {
     int32_t n_threads = 0;
     int32_t n_ctx     = 4096;
     int32_t n_batch   = 512;
+    int32_t n_ubatch  = 0;
+    int32_t n_outputs = 0;
     int32_t n_bench   = 0;
     bool    quiet     = false;
     bool    full_graph = false;
@@ -127,6 +132,10 @@ int main(int argc, char ** argv) {
             target = &n_ctx;
         } else if (arg == "--batch") {
             target = &n_batch;
+        } else if (arg == "--ubatch") {
+            target = &n_ubatch;
+        } else if (arg == "--outputs") {
+            target = &n_outputs;
         } else if (arg == "--bench") {
             target = &n_bench;
         } else if (arg == "--quiet") {
@@ -179,8 +188,9 @@ int main(int argc, char ** argv) {
         flash_attn = mparams.n_gpu_layers > 0 ? "auto" : "off";
     }
     const qg_flash_attn fa = flash_attn == "on" ? QG_FLASH_ATTN_ON : flash_attn == "off" ? QG_FLASH_ATTN_OFF : QG_FLASH_ATTN_AUTO;
-    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx), 1, static_cast<uint32_t>(n_batch), 0, 0, n_threads, fa,
-                                         !full_graph };
+    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx),     1, static_cast<uint32_t>(n_batch),
+                                         static_cast<uint32_t>(n_ubatch), static_cast<uint32_t>(n_outputs),
+                                         n_threads, fa, !full_graph };
     qg_stream_context_ptr ctx(qg_stream_context_init(model.get(), cparams, error));
     if (!ctx) {
         fprintf(stderr, "error: %s\n", error.c_str());
