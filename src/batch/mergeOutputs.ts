@@ -1,6 +1,7 @@
 import {closeSync, existsSync, openSync, readFileSync, writeSync} from "node:fs";
 import path from "node:path";
 import {BatchOutputError, parseOutputLine} from "./batchOutput.js";
+import type {Checkpoint, RunSettings} from "./moderateFile.js";
 import {readLines} from "./readLines.js";
 
 /** What a merge wrote. */
@@ -12,8 +13,9 @@ export interface MergeSummary {
 
 /**
  * Joins the outputs of `--shard i/n` runs into one output in input order (a k-way merge on the input line; memory
- * holds one line per shard). Refuses shards whose checkpoint says they are not complete, a torn or foreign line,
- * and an input line present in two shards.
+ * holds one line per shard). From the shards' checkpoints it refuses a shard that is not complete, shards run with
+ * other settings (input, model, policy, …) or split another way, the same shard twice, and — when every shard has its
+ * checkpoint — a missing shard; from the lines, a torn or foreign line and an input line present in two shards.
  * @throws BatchOutputError naming the file and line
  * @example
  * await mergeBatchOutputs(["out.1.jsonl", "out.2.jsonl"], "out.jsonl");
@@ -26,18 +28,8 @@ export async function mergeBatchOutputs(shards: readonly string[], output: strin
             throw new BatchOutputError(`Shard output ${shard} does not exist`);
         if (path.resolve(shard) === path.resolve(output))
             throw new BatchOutputError(`The merged output ${output} is one of the shards: write it to another file`);
-        const checkpoint = `${shard}.checkpoint.json`;
-        if (!existsSync(checkpoint))
-            continue;
-        let complete: unknown;
-        try {
-            complete = (JSON.parse(readFileSync(checkpoint, "utf8")) as {complete?: unknown}).complete;
-        } catch (error) {
-            throw new BatchOutputError(`${checkpoint} is not a batch checkpoint (${(error as Error).message})`);
-        }
-        if (complete !== true)
-            throw new BatchOutputError(`${shard} is not complete (its checkpoint says so): rerun its batch command first`);
     }
+    checkShardSet(shards);
     const readers = shards.map((file) => ({file, lines: readLines(file, Number.MAX_SAFE_INTEGER), current: null as {line: number, text: string} | null,
         last: 0}));
     const advance = async (reader: typeof readers[number]) => {
@@ -88,4 +80,53 @@ export async function mergeBatchOutputs(shards: readonly string[], output: strin
         await closeAll();
     }
     return {output, lines};
+}
+
+/**
+ * Checks, from the shards' checkpoints (`<shard>.checkpoint.json`; a shard without one is taken as it is), that each is
+ * complete, that all were run with the same settings but the shard, one way of splitting (`n`), no shard twice, and —
+ * when every shard has a checkpoint — shards 1 to n all present.
+ */
+function checkShardSet(shards: readonly string[]): void {
+    const runs: {file: string, settings: RunSettings, index: number, count: number}[] = [];
+    for (const shard of shards) {
+        const file = `${shard}.checkpoint.json`;
+        if (!existsSync(file))
+            continue;
+        let checkpoint: Partial<Checkpoint>;
+        try {
+            checkpoint = JSON.parse(readFileSync(file, "utf8")) as Partial<Checkpoint>;
+        } catch (error) {
+            throw new BatchOutputError(`${file} is not a batch checkpoint (${(error as Error).message})`);
+        }
+        if (checkpoint.tool !== "qwenguard batch" || checkpoint.settings == null || typeof checkpoint.settings !== "object")
+            throw new BatchOutputError(`${file} is not a qwenguard batch checkpoint`);
+        if (checkpoint.complete !== true)
+            throw new BatchOutputError(`${shard} is not complete (its checkpoint says so): rerun its batch command first`);
+        const match = /^(\d+)\/(\d+)$/.exec(String(checkpoint.settings.shard));
+        if (match == null)
+            throw new BatchOutputError(`${shard} was not run with --shard (its checkpoint says so): only the outputs of one --shard i/n split can be merged`);
+        runs.push({file: shard, settings: checkpoint.settings, index: Number(match[1]), count: Number(match[2])});
+    }
+    const first = runs[0];
+    for (const run of runs.slice(1)) {
+        const differing = (Object.keys(first.settings) as Array<keyof RunSettings>)
+            .filter((key) => key !== "shard" && JSON.stringify(first.settings[key]) !== JSON.stringify(run.settings[key]));
+        if (differing.length > 0)
+            throw new BatchOutputError(`${run.file} was run with other settings than ${first.file} (${differing.map((key) =>
+                `${key}: ${JSON.stringify(run.settings[key])} against ${JSON.stringify(first.settings[key])}`).join("; ")}): ` +
+                "merge only the shards of one run");
+        if (run.count !== first.count)
+            throw new BatchOutputError(`${run.file} is shard ${run.index}/${run.count} but ${first.file} is ${first.index}/${first.count}: ` +
+                "merge only the shards of one split");
+        const twin = runs.find((other) => other !== run && other.index === run.index);
+        if (twin != null)
+            throw new BatchOutputError(`${twin.file} and ${run.file} are both shard ${run.index}/${run.count}`);
+    }
+    if (first != null && runs.length === shards.length && runs.length !== first.count) {
+        const present = new Set(runs.map((run) => run.index));
+        const missing = Array.from({length: first.count}, (_, i) => i + 1).filter((index) => !present.has(index));
+        throw new BatchOutputError(`Shard${missing.length > 1 ? "s" : ""} ${missing.map((index) => `${index}/${first.count}`).join(", ")} ` +
+            `of this split ${missing.length > 1 ? "are" : "is"} missing: pass the outputs of all ${first.count} shards`);
+    }
 }

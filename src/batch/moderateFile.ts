@@ -77,7 +77,7 @@ export class BatchRecordError extends Error {
 }
 
 /** What a checkpoint must match for a run to resume an output. */
-interface RunSettings {
+export interface RunSettings {
     input: string,
     model: string,
     head: string | null,
@@ -89,7 +89,8 @@ interface RunSettings {
     shard: string | null
 }
 
-interface Checkpoint {
+/** `<output>.checkpoint.json`. */
+export interface Checkpoint {
     tool: "qwenguard batch",
     version: string,
     settings: RunSettings,

@@ -2,7 +2,7 @@
 // resuming after a torn last line, shards joined by merge, refusals to resume, strict mode, a Stream model.
 
 import {existsSync, readFileSync, truncateSync, statSync} from "node:fs";
-import {copyFile, writeFile} from "node:fs/promises";
+import {copyFile, unlink, writeFile} from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
 import {BatchOutputError, BatchRecordError, Judge, mergeBatchOutputs, moderateFile, moderateMany} from "../../src/index.js";
@@ -94,7 +94,28 @@ t.test("shards cover the input exactly once, and merge joins them in input order
     await expectError(t, mergeBatchOutputs([shards[0], shards[1]], shards[1]), BatchOutputError,
         `The merged output ${shards[1]} is one of the shards: write it to another file`);
     await expectError(t, mergeBatchOutputs([shards[0], shards[0]], merged), BatchOutputError,
-        `Input line 1 is in both ${shards[0]} and ${shards[0]}: were the shards run with the same --shard?`);
+        `${shards[0]} and ${shards[0]} are both shard 1/3`);
+    await expectError(t, mergeBatchOutputs([shards[0], shards[2]], merged), BatchOutputError,
+        "Shard 2/3 of this split is missing: pass the outputs of all 3 shards");
+    await expectError(t, mergeBatchOutputs([full, shards[1]], merged), BatchOutputError,
+        `${full} was not run with --shard (its checkpoint says so): only the outputs of one --shard i/n split can be merged`);
+
+    // a shard of another run, or of another split: its checkpoint says so
+    const other = path.join(dir, "shard-other.jsonl");
+    const checkpoint = JSON.parse(readFileSync(`${shards[0]}.checkpoint.json`, "utf8")) as {settings: Record<string, unknown>};
+    await copyFile(shards[0], other);
+    await writeFile(`${other}.checkpoint.json`, JSON.stringify({...checkpoint, settings: {...checkpoint.settings, policy: "loose"}}));
+    await expectError(t, mergeBatchOutputs([shards[1], other, shards[2]], merged), BatchOutputError,
+        `${other} was run with other settings than ${shards[1]} (policy: "loose" against "strict"): merge only the shards of one run`);
+    await writeFile(`${other}.checkpoint.json`, JSON.stringify({...checkpoint, settings: {...checkpoint.settings, shard: "1/2"}}));
+    await expectError(t, mergeBatchOutputs([shards[1], other], merged), BatchOutputError,
+        `${other} is shard 1/2 but ${shards[1]} is 2/3: merge only the shards of one split`);
+
+    // without checkpoints only the lines tell: an input line twice
+    await copyFile(shards[0], other);
+    await unlink(`${other}.checkpoint.json`);
+    await expectError(t, mergeBatchOutputs([shards[0], other, shards[1], shards[2]], merged), BatchOutputError,
+        `Input line 1 is in both ${shards[0]} and ${other}: were the shards run with the same --shard?`);
 });
 
 t.test("an output is resumed only by the run that wrote it", async (t) => {

@@ -135,13 +135,18 @@ t.test("shards in separate processes, joined by merge", async (t) => {
     const runs = await Promise.all(shards.map((shard, i) => batch([input, "-o", shard, "--shard", `${i + 1}/2`])));
     t.same(runs.map(({status}) => status), [0, 0]);
     const merged = path.join(dir, "merged.jsonl");
-    const merge = await new Promise<Run>((resolve) => {
-        const child = spawn(process.execPath, [cli, "merge", ...shards, "-o", merged]);
+    const mergeRun = (files: string[]) => new Promise<Run>((resolve) => {
+        const child = spawn(process.execPath, [cli, "merge", ...files, "-o", merged]);
         let stderr = "";
         child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
         child.on("close", (status, signal) => resolve({status, signal, stdout: "", stderr}));
     });
+    const merge = await mergeRun(shards);
     t.equal(merge.status, 0);
     t.equal(merge.stderr, `qwenguard: merged 2 shards, ${expected.length} lines, into ${merged}\n`);
     t.equal(sameResults(readJsonl(merged), readJsonl(full)), null);
+
+    const partial = await mergeRun([shards[1]]);
+    t.equal(partial.status, 2, "a missing shard is refused");
+    t.equal(partial.stderr, "qwenguard: Shard 1/2 of this split is missing: pass the outputs of all 2 shards\n");
 });
