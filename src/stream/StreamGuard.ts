@@ -54,10 +54,11 @@ export type StreamGuardResolvedOptions = Readonly<Required<Omit<StreamGuardOptio
  * Most scored (output) positions per llama_decode call on the CPU. llama.cpp keeps n_vocab floats of logits per output
  * row of a call (151,936 for Qwen3: 600 KiB a row), which a Stream model never reads: 64 rows are 39 MB where a full
  * batch of 512 is 311 MB, at the same speed on a CPU. Offloaded, a call of 64 tokens leaves the GPU idle: scoring 3,534
- * tokens took 376 ms at 64 rows per call and 165 ms at 512 on an H200, so there a whole batch goes in one call, for
- * 311 MB of (pinned) host memory (README, "On a GPU").
+ * tokens took 376 ms at 64 rows per call and 165 ms at 512 on an H200, so there up to 512 go in one call, for 311 MB
+ * of (pinned) host memory (README, "On a GPU"); not more, whatever the batch size.
  */
 const CPU_OUTPUT_BATCH_SIZE = 64;
+const GPU_OUTPUT_BATCH_SIZE = 512;
 
 /**
  * Tokens per llama.cpp compute graph (n_ubatch). On the CPU, 128 evaluated prompts 8–15% faster than llama.cpp's 512
@@ -160,7 +161,7 @@ export class StreamGuard {
             const contextSize = integerOption("contextSize", options.contextSize ?? info.trainContextSize, 16, 1 << 22);
             const contextOptions: AddonStreamContextOptions = {
                 contextSize, maxSequences: maxSessions, batchSize, ubatchSize: Math.min(batchSize, offloaded ? GPU_UBATCH_SIZE : CPU_UBATCH_SIZE),
-                outputBatchSize: offloaded ? batchSize : Math.min(batchSize, CPU_OUTPUT_BATCH_SIZE), threads,
+                outputBatchSize: Math.min(batchSize, offloaded ? GPU_OUTPUT_BATCH_SIZE : CPU_OUTPUT_BATCH_SIZE), threads,
                 flashAttention: flashAttention === "auto" ? "auto" : flashAttention ? "on" : "off", stopAfterHidden: true
             };
             const context = await native.createContext(contextOptions);
