@@ -82,10 +82,14 @@ export async function mergeBatchOutputs(shards: readonly string[], output: strin
     return {output, lines};
 }
 
+/** The run settings that are file paths. */
+const PATH_SETTINGS: ReadonlySet<keyof RunSettings> = new Set(["input", "model", "head"]);
+
 /**
  * Checks, from the shards' checkpoints (`<shard>.checkpoint.json`; a shard without one is taken as it is), that each is
- * complete, that all were run with the same settings but the shard, one way of splitting (`n`), no shard twice, and —
- * when every shard has a checkpoint — shards 1 to n all present.
+ * complete, that all were run with the same settings but the shard (input and model files by name: the folders may
+ * differ between machines), one way of splitting (`n`), no shard twice, and — when every shard has a checkpoint —
+ * shards 1 to n all present.
  */
 function checkShardSet(shards: readonly string[]): void {
     const runs: {file: string, settings: RunSettings, index: number, count: number}[] = [];
@@ -108,10 +112,13 @@ function checkShardSet(shards: readonly string[]): void {
             throw new BatchOutputError(`${shard} was not run with --shard (its checkpoint says so): only the outputs of one --shard i/n split can be merged`);
         runs.push({file: shard, settings: checkpoint.settings, index: Number(match[1]), count: Number(match[2])});
     }
+    // Shards may run on several machines, where the same input and model sit in other folders: paths compare by name.
+    const comparable = (settings: RunSettings, key: keyof RunSettings) =>
+        JSON.stringify(PATH_SETTINGS.has(key) && typeof settings[key] === "string" ? path.basename(settings[key] as string) : settings[key]);
     const first = runs[0];
     for (const run of runs.slice(1)) {
         const differing = (Object.keys(first.settings) as Array<keyof RunSettings>)
-            .filter((key) => key !== "shard" && JSON.stringify(first.settings[key]) !== JSON.stringify(run.settings[key]));
+            .filter((key) => key !== "shard" && comparable(first.settings, key) !== comparable(run.settings, key));
         if (differing.length > 0)
             throw new BatchOutputError(`${run.file} was run with other settings than ${first.file} (${differing.map((key) =>
                 `${key}: ${JSON.stringify(run.settings[key])} against ${JSON.stringify(first.settings[key])}`).join("; ")}): ` +

@@ -107,6 +107,15 @@ t.test("shards cover the input exactly once, and merge joins them in input order
     await writeFile(`${other}.checkpoint.json`, JSON.stringify({...checkpoint, settings: {...checkpoint.settings, policy: "loose"}}));
     await expectError(t, mergeBatchOutputs([shards[1], other, shards[2]], merged), BatchOutputError,
         `${other} was run with other settings than ${shards[1]} (policy: "loose" against "strict"): merge only the shards of one run`);
+    // run on another machine: the same files in other folders
+    const moved = {...checkpoint.settings, input: path.join("/elsewhere", path.basename(checkpoint.settings.input as string)),
+        model: path.join("/models", path.basename(checkpoint.settings.model as string))};
+    await writeFile(`${other}.checkpoint.json`, JSON.stringify({...checkpoint, settings: moved}));
+    t.same(await mergeBatchOutputs([other, shards[1], shards[2]], merged), {output: merged, lines: expected.length}, "folders may differ");
+    await writeFile(`${other}.checkpoint.json`, JSON.stringify({...checkpoint, settings: {...moved, model: "/models/another.gguf"}}));
+    await expectError(t, mergeBatchOutputs([shards[1], other, shards[2]], merged), BatchOutputError,
+        `${other} was run with other settings than ${shards[1]} (model: "/models/another.gguf" against "${checkpoint.settings.model as string}"): ` +
+        "merge only the shards of one run");
     await writeFile(`${other}.checkpoint.json`, JSON.stringify({...checkpoint, settings: {...checkpoint.settings, shard: "1/2"}}));
     await expectError(t, mergeBatchOutputs([shards[1], other], merged), BatchOutputError,
         `${other} is shard 1/2 but ${shards[1]} is 2/3: merge only the shards of one split`);
