@@ -216,6 +216,8 @@ export async function moderateFile(input: string, output: string, options: Moder
 
         let selected = 0;
         let limitReached = false;
+        let inputDone = false;
+        let yielded = 0;
         async function* todo(): AsyncGenerator<InputRecord> {
             for await (const record of readRecords(input, {format, columns: options.columns, maxRecordBytes, onBlankLine: () => blankLines++})) {
                 if (shard != null && record.index % shard.count !== shard.index - 1)
@@ -225,11 +227,14 @@ export async function moderateFile(input: string, output: string, options: Moder
                     return;
                 }
                 selected++;
-                if (record.line <= resumeAfter)
+                if (record.line <= resumeAfter) {
                     skippedBytes = record.end;
-                else
+                } else {
+                    yielded++;
                     yield record;
+                }
             }
+            inputDone = true;
         }
         const records = mapInOrder(todo(), judge.inFlight, async (record) => {
             if (record.error != null)
@@ -260,7 +265,8 @@ export async function moderateFile(input: string, output: string, options: Moder
                 checkpoint();
             options.onProgress?.(progress());
         }
-        complete = options.signal?.aborted !== true || limitReached;
+        // complete when every record read was written, even if an abort came after the last one
+        complete = (inputDone || limitReached) && processed === yielded;
         if (complete)
             bytesRead = totalBytes;
     } finally {

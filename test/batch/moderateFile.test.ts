@@ -127,6 +127,18 @@ t.test("shards cover the input exactly once, and merge joins them in input order
         `Input line 1 is in both ${shards[0]} and ${other}: were the shards run with the same --shard?`);
 });
 
+t.test("an abort after the last record leaves a complete output", async (t) => {
+    const out = path.join(dir, "late-abort.jsonl");
+    const controller = new AbortController();
+    const summary = await moderateFile(input, out, {...GEN, signal: controller.signal, onProgress: (progress) => {
+        if (progress.processed === expected.length)
+            controller.abort();
+    }});
+    t.ok(controller.signal.aborted, "aborted once every record was written");
+    t.match(summary, {complete: true, interrupted: false, processed: expected.length});
+    t.equal(JSON.parse(readFileSync(`${out}.checkpoint.json`, "utf8")).complete, true, "the checkpoint says complete");
+});
+
 t.test("an output is resumed only by the run that wrote it", async (t) => {
     const foreign = path.join(dir, "foreign.jsonl");
     await writeFile(foreign, "someone else's file\n");
