@@ -53,6 +53,29 @@ async function untilLines(file: string, lines: number): Promise<void> {
 const full = path.join(dir, "full.jsonl");
 const uninterrupted = await batch([input, "-o", full, "-c", "2", "--json"]);
 
+t.test("on a terminal, progress is one line redrawn in place, cleared before the summary", async (t) => {
+    // util-linux `script` runs the command on a pseudo-terminal and copies what it writes to stdout
+    const out = path.join(dir, "tty.jsonl");
+    const quote = (arg: string) => `'${arg.replaceAll("'", "'\\''")}'`;
+    const command = [process.execPath, cli, "batch", input, "-o", out, "-m", gen, "-t", "1", "--context-size", "1024", "--limit", "80"].map(quote).join(" ");
+    const run = await new Promise<{status: number | null, output: string}>((resolve, reject) => {
+        const child = spawn("script", ["-q", "-e", "-c", command, "/dev/null"], {stdio: ["ignore", "pipe", "pipe"], env: {...process.env, NO_COLOR: "1"}});
+        let output = "";
+        child.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
+        child.on("error", reject);
+        child.on("close", (status) => resolve({status, output}));
+    });
+    t.equal(run.status, 0, "exit code");
+    const draws = [...run.output.matchAll(/\r\x1b\[2K\[([#-]{20})\] (\d+\.\d)%  (\d+) records  [\d.]+ rec\/s  \d+ tok\/s/g)];
+    t.ok(draws.length >= 2, `the bar was drawn ${draws.length} times`);
+    const percents = draws.map((draw) => Number(draw[2]));
+    t.same(percents, [...percents].sort((a, b) => a - b), "it only moves forward");
+    // 20 cells for 100 %, the percentage printed to a tenth (so a cell may round either way)
+    t.ok(draws.every((draw) => Math.abs(draw[1].replaceAll("-", "").length - Number(draw[2]) / 5) <= 0.51), "the bar matches the percentage");
+    t.notMatch(run.output.replace(/\r\x1b\[2K[^\r]*/g, ""), /rec\/s  /, "no progress line outside the redrawn one");
+    t.match(run.output, /\r\x1b\[2Krecords +\d+\r?\n/, "the line is cleared before the summary table");
+});
+
 t.test("usage and input errors exit with 2 and say what was wrong", async (t) => {
     const out = path.join(dir, "never.jsonl");
     const foreign = path.join(dir, "foreign.jsonl");
