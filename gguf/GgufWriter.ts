@@ -1,4 +1,4 @@
-import {open, rm} from "node:fs/promises";
+import {open, rename, rm} from "node:fs/promises";
 import type {FileHandle} from "node:fs/promises";
 import {ByteWriter} from "./ByteWriter.js";
 import {
@@ -80,14 +80,17 @@ export class GgufWriter {
     private nextTensor = 0;
     private position = 0;
 
-    private constructor(public readonly path: string, private readonly handle: FileHandle) {}
+    private constructor(public readonly path: string, private readonly partialPath: string, private readonly handle: FileHandle) {}
 
     /**
-     * Creates (or truncates) `path` and returns a writer for it.
+     * Returns a writer for `path`. The data goes to a temporary file beside it (`<path>.partial-<pid>`), renamed over
+     * `path` by {@link GgufWriter.close}: until then a file already at `path` is untouched, and a failure or a kill never
+     * leaves a partial file under that name.
      * @param path - the GGUF file to write
      */
     public static async create(path: string): Promise<GgufWriter> {
-        return new GgufWriter(path, await open(path, "w"));
+        const partialPath = `${path}.partial-${process.pid}`;
+        return new GgufWriter(path, partialPath, await open(partialPath, "w"));
     }
 
     /**
@@ -296,7 +299,7 @@ export class GgufWriter {
     }
 
     /**
-     * Closes the file once every tensor's data is written.
+     * Closes the file once every tensor's data is written, and renames it to `path` (replacing a file there).
      * @throws {GgufWriterStateError} before {@link GgufWriter.writeHeader} or when already closed
      * @throws {GgufMissingTensorDataError} when some tensor data is missing (the writer stays open)
      */
@@ -310,16 +313,22 @@ export class GgufWriter {
 
         this.state = "closed";
         await this.handle.close();
+        try {
+            await rename(this.partialPath, this.path);
+        } catch (error) {
+            await rm(this.partialPath, {force: true});
+            throw error;
+        }
     }
 
-    /** Closes the file and deletes it, in any state; does nothing once closed or aborted. */
+    /** Closes and deletes the temporary file, in any state (a file already at `path` stays); nothing once closed. */
     public async abort(): Promise<void> {
         if (this.state === "closed" || this.state === "aborted")
             return;
 
         this.state = "aborted";
         await this.handle.close();
-        await rm(this.path, {force: true});
+        await rm(this.partialPath, {force: true});
     }
 
     /** @param call - the call and when it is allowed, e.g. `addKv before writeHeader` */

@@ -7,7 +7,7 @@ import path from "node:path";
 import {GgmlType, GGML_TYPE_LAYOUTS, LlamaFileType, elementCount, tensorByteSize} from "../ggmlTypes.js";
 import {GgufWriter} from "../GgufWriter.js";
 import {quantize} from "../quant.js";
-import {TensorShapeError, UnexpectedTensorError} from "./errors.js";
+import {ConversionOutputError, TensorShapeError, UnexpectedTensorError} from "./errors.js";
 import type {SafetensorsCheckpoint} from "./hfCheckpoint.js";
 import type {HfConfig} from "./qwen3Hparams.js";
 
@@ -129,10 +129,16 @@ export abstract class ModelConverter {
     /** Hook: add `qwen3guard.*` keys after `qwen3guard.variant`. */
     protected setGuardMetadata(_writer: GgufWriter): void {}
 
-    /** Hook: write files beside the output GGUF once it is complete; returns their paths. */
-    protected async writeCompanionFiles(): Promise<string[]> {
+    /** Hook: the files written beside the output GGUF (their final paths). */
+    protected companionFiles(): string[] {
         return [];
     }
+
+    /**
+     * Hook: write the {@link ModelConverter.companionFiles} once the output GGUF is complete, each to `staged(file)`;
+     * the conversion renames them into place with the GGUF.
+     */
+    protected async writeCompanionFiles(_staged: (file: string) => string): Promise<void> {}
 
     /** Hook: the fingerprint recorded in the output, if any. */
     protected fingerprint(): string | undefined {
@@ -141,46 +147,53 @@ export abstract class ModelConverter {
 
     /**
      * Convert: check the checkpoint, then write the GGUF streaming one tensor at a time (read, convert, write, in chunks
-     * of rows), then the companion files. On failure nothing is left behind.
+     * of rows), then the companion files. Everything is written under temporary names beside the outputs and renamed
+     * into place at the end: on failure nothing is left behind, and files already at the output paths stay as they were.
      * @returns what was written
      * @throws {MissingTensorError | UnexpectedTensorError | TensorShapeError} before writing anything
+     * @throws {ConversionOutputError} for an output that is one of the checkpoint's files, a folder, or in a missing folder
      */
     public async convert(): Promise<ConversionResult> {
+        const outputs = [this.options.outFile, ...this.companionFiles()];
+        await checkOutputPaths(outputs, this.source.dir);
         this.checkTensors();
         await this.loadVocab();
         const plan = this.planTensors();
 
-        const writer = await GgufWriter.create(this.options.outFile);
+        const staged = (file: string) => `${file}.staged-${process.pid}`;
+        const removeStaged = () => Promise.all(outputs.map((file) => fs.rm(staged(file), {force: true})));
         try {
-            writer.addString("general.architecture", this.ggufArchitecture);
-            writer.addString("general.type", "model");
-            writer.addString("general.name", this.options.name);
-            writer.addString("general.size_label", sizeLabel(plan.reduce((sum, tensor) => sum + elementCount(tensor.ne), 0)));
-            this.setHyperparameters(writer);
-            writer.addUint32("general.file_type", OUT_TYPE_FORMATS[this.options.outType].fileType);
-            writer.addUint32("general.quantization_version", GGML_QUANTIZATION_VERSION);
-            this.setVocab(writer);
-            writer.addString("qwen3guard.variant", this.variant);
-            this.setGuardMetadata(writer);
+            const writer = await GgufWriter.create(staged(this.options.outFile));
+            try {
+                writer.addString("general.architecture", this.ggufArchitecture);
+                writer.addString("general.type", "model");
+                writer.addString("general.name", this.options.name);
+                writer.addString("general.size_label", sizeLabel(plan.reduce((sum, tensor) => sum + elementCount(tensor.ne), 0)));
+                this.setHyperparameters(writer);
+                writer.addUint32("general.file_type", OUT_TYPE_FORMATS[this.options.outType].fileType);
+                writer.addUint32("general.quantization_version", GGML_QUANTIZATION_VERSION);
+                this.setVocab(writer);
+                writer.addString("qwen3guard.variant", this.variant);
+                this.setGuardMetadata(writer);
 
-            for (const tensor of plan)
-                writer.addTensorInfo(tensor.name, tensor.ne, tensor.type);
-            await writer.writeHeader();
-            for (const tensor of plan)
-                await writer.writeTensorData(tensor.name, this.tensorData(tensor));
-            await writer.close();
+                for (const tensor of plan)
+                    writer.addTensorInfo(tensor.name, tensor.ne, tensor.type);
+                await writer.writeHeader();
+                for (const tensor of plan)
+                    await writer.writeTensorData(tensor.name, this.tensorData(tensor));
+                await writer.close();
+            } catch (error) {
+                await writer.abort();
+                throw error;
+            }
+            await this.writeCompanionFiles(staged);
+            for (const file of outputs)
+                await fs.rename(staged(file), file);
         } catch (error) {
-            await writer.abort();
+            await removeStaged();
             throw error;
         }
-
-        let companionFiles: string[];
-        try {
-            companionFiles = await this.writeCompanionFiles();
-        } catch (error) {
-            await fs.rm(this.options.outFile, {force: true});
-            throw error;
-        }
+        const companionFiles = outputs.slice(1);
         return {
             architecture: this.architecture,
             variant: this.variant,
@@ -274,4 +287,28 @@ function sizeLabel(parameterCount: number): string {
 export function besideOutFile(outFile: string, suffix: string): string {
     const base = outFile.endsWith(".gguf") ? outFile.slice(0, -".gguf".length) : outFile;
     return path.join(path.dirname(base), path.basename(base) + suffix);
+}
+
+/**
+ * Refuses output paths that would destroy the input or cannot be written: one of the files in the checkpoint folder
+ * (also through a link), a folder, or a path whose folder does not exist.
+ */
+async function checkOutputPaths(outputs: readonly string[], checkpointDir: string): Promise<void> {
+    const inputs: {name: string, dev: number, ino: number}[] = [];
+    for (const entry of await fs.readdir(checkpointDir, {withFileTypes: true}).catch(() => [])) {
+        const stat = await fs.stat(path.join(checkpointDir, entry.name)).catch(() => null);
+        if (stat?.isFile() === true)
+            inputs.push({name: entry.name, dev: stat.dev, ino: stat.ino});
+    }
+    for (const file of outputs) {
+        const stat = await fs.stat(file).catch(() => null);
+        if (stat?.isDirectory() === true)
+            throw new ConversionOutputError(`Expected a file path for the output but ${file} is a folder`);
+        const input = stat == null ? undefined : inputs.find(({dev, ino}) => dev === stat.dev && ino === stat.ino);
+        if (input != null)
+            throw new ConversionOutputError(`The output ${file} is the checkpoint's own ${input.name}: write the GGUF somewhere else`);
+        const folder = path.dirname(path.resolve(file));
+        if (!(await fs.stat(folder).catch(() => null))?.isDirectory())
+            throw new ConversionOutputError(`The folder of the output ${file} (${folder}) does not exist`);
+    }
 }

@@ -59,9 +59,12 @@ export class Qwen3GuardStreamConverter extends Qwen3Converter {
         writer.addString("qwen3guard.stream.head_file", path.basename(this.headFile));
     }
 
-    protected override async writeCompanionFiles(): Promise<string[]> {
-        await writeStreamHeadFile(this.headFile, this.source.checkpoint, this.head, this.checkpointFingerprint);
+    protected override companionFiles(): string[] {
         return [this.headFile];
+    }
+
+    protected override async writeCompanionFiles(staged: (file: string) => string): Promise<void> {
+        await writeStreamHeadFile(staged(this.headFile), this.source.checkpoint, this.head, this.checkpointFingerprint);
     }
 
     protected override fingerprint(): string {

@@ -22,3 +22,6 @@ export class UnexpectedTensorError extends ConversionError {}
 
 /** A tensor whose shape differs from the one config.json implies. */
 export class TensorShapeError extends ConversionError {}
+
+/** An output path the conversion must not or cannot write: one of the checkpoint's files, a folder, a missing folder. */
+export class ConversionOutputError extends ConversionError {}
