@@ -1,7 +1,7 @@
-import {copyFileSync, existsSync, statSync} from "node:fs";
+import {copyFileSync, existsSync, readFileSync, renameSync, rmSync, statSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {GgufValueType, LlamaFileType, readGguf} from "../../gguf/index.js";
+import {GgmlType, GgufValueType, LlamaFileType, ggmlTypeName, readGguf} from "../../gguf/index.js";
 import {describeValue} from "../conversation/messages.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import {integerOption, stringOption} from "../options.js";
@@ -47,12 +47,17 @@ export interface QuantizeModelResult {
     elapsedMs: number
 }
 
+/** Weight types llama.cpp quantizes from (it refuses to requantize anything else). */
+const UNQUANTIZED: ReadonlySet<GgmlType> = new Set([GgmlType.F32, GgmlType.F16, GgmlType.BF16]);
+
 /**
  * Quantizes a GGUF model with llama.cpp's own `llama_model_quantize` (on a worker thread).
  * For a Stream backbone the placeholder LM head is left as it is and the head file is untouched (copied beside the
- * output when that is another folder, since the backbone names it).
+ * output when that is another folder, since the backbone names it). The output is written under a temporary name
+ * and renamed into place once complete; the head is copied after that.
  * @param type one of {@link quantizationTypes} (case-insensitive)
- * @throws TypeError for an unknown type or bad option; Error when the input is missing or llama.cpp fails
+ * @throws TypeError for an unknown type or bad option; Error when the input is missing or already quantized, the output
+ *   is the input (also through a link), a folder or in a missing folder, another head is in the way, or llama.cpp fails
  * @example
  * await quantizeModel("guard-f16.gguf", "guard-Q4_K_M.gguf", "Q4_K_M");
  */
@@ -65,36 +70,71 @@ export async function quantizeModel(input: string, output: string, type: string,
     const threads = integerOption("threads", options.threads ?? os.availableParallelism(), 1, 1024);
     if (!existsSync(inputPath))
         throw new Error(`Input model ${inputPath} does not exist`);
-    if (inputPath === outputPath)
-        throw new Error(`Expected an output path other than the input ${inputPath}`);
+    checkOutputPath(inputPath, outputPath);
 
-    const {metadata} = await readGguf(inputPath);
+    const {metadata, tensors} = await readGguf(inputPath);
     const isStreamBackbone = metadata.find("qwen3guard.variant", GgufValueType.STRING) === "stream-backbone";
-    let headPath: string | null = null;
+    // the Stream backbone's placeholder LM head stays as it is (keepOutputTensor)
+    const quantized = tensors.find((tensor) => tensor.ne.length >= 2 && !UNQUANTIZED.has(tensor.type) && !(isStreamBackbone && tensor.name === "output.weight"));
+    if (quantized != null)
+        throw new Error(`${inputPath} is already quantized (${quantized.name} is ${ggmlTypeName(quantized.type)}), and llama.cpp quantizes only from ` +
+            "F32, F16 or BF16 weights: convert the checkpoint with --outtype f16 (or bf16) and quantize that file");
+    let head: {source: string, target: string} | null = null;
     if (isStreamBackbone) {
         const headFile = metadata.getString("qwen3guard.stream.head_file");
         const source = path.join(path.dirname(inputPath), headFile);
         const target = path.join(path.dirname(outputPath), headFile);
+        if (!existsSync(source))
+            throw new Error(`The Stream head ${source} named by ${inputPath} does not exist: convert the checkpoint again`);
         if (source !== target) {
-            if (!existsSync(source))
-                throw new Error(`The Stream head ${source} named by ${inputPath} does not exist: convert the checkpoint again`);
-            copyFileSync(source, target);
-            headPath = target;
+            if (existsSync(target) && !sameFile(source, target) && !readFileSync(source).equals(readFileSync(target)))
+                throw new Error(`${target} already exists and is another Stream head than ${source}, which ${inputPath} needs beside it: ` +
+                    "quantize into another folder, or move that file away");
+            head = {source, target};
         }
     }
 
     const {addon} = await loadLlamaRuntime();
     const started = performance.now();
+    const partialPath = `${outputPath}.partial-${process.pid}`;
     const timer = options.onProgress != null
         ? setInterval(() => {
-            const bytesWritten = existsSync(outputPath) ? statSync(outputPath).size : 0;
+            const bytesWritten = existsSync(partialPath) ? statSync(partialPath).size : 0;
             options.onProgress!({bytesWritten, elapsedMs: performance.now() - started});
         }, 250)
         : undefined;
     try {
-        await addon.quantizeModel({inputPath, outputPath, ftype: quantizationTypes[typeName], threads, keepOutputTensor: isStreamBackbone});
+        await addon.quantizeModel({inputPath, outputPath: partialPath, ftype: quantizationTypes[typeName], threads, keepOutputTensor: isStreamBackbone});
+        renameSync(partialPath, outputPath);
+    } catch (error) {
+        rmSync(partialPath, {force: true});
+        throw error;
     } finally {
         clearInterval(timer);
     }
-    return {outputPath, type: typeName, bytes: statSync(outputPath).size, headPath, elapsedMs: performance.now() - started};
+    if (head != null && !(existsSync(head.target) && sameFile(head.source, head.target))) {
+        const partialHead = `${head.target}.partial-${process.pid}`;
+        copyFileSync(head.source, partialHead);
+        renameSync(partialHead, head.target);
+    }
+    return {outputPath, type: typeName, bytes: statSync(outputPath).size, headPath: head?.target ?? null, elapsedMs: performance.now() - started};
+}
+
+/** Refuses an output that is the input (also through a symbolic or hard link), a folder, or in a missing folder. */
+function checkOutputPath(inputPath: string, outputPath: string): void {
+    if (existsSync(outputPath)) {
+        if (statSync(outputPath).isDirectory())
+            throw new Error(`Expected a file path for the output but ${outputPath} is a folder`);
+        if (sameFile(inputPath, outputPath))
+            throw new Error(`The output ${outputPath} is the input ${inputPath}${outputPath === inputPath ? "" : " (a link to it)"}: write another file`);
+    }
+    const folder = path.dirname(outputPath);
+    if (!existsSync(folder) || !statSync(folder).isDirectory())
+        throw new Error(`The folder of the output ${outputPath} does not exist`);
+}
+
+/** Whether two existing paths are one file (same device and inode). */
+function sameFile(a: string, b: string): boolean {
+    const [first, second] = [statSync(a), statSync(b)];
+    return first.dev === second.dev && first.ino === second.ino;
 }
