@@ -80,8 +80,14 @@ export async function readBpeVocab(dir: string, config: HfConfig, vocabSize: num
 
     const addedTokens = readAddedTokens(tokenizer.added_tokens);
     const byId = new Map<number, string>();
-    for (const [token, id] of Object.entries(model.vocab as Record<string, number>))
+    for (const [token, id] of Object.entries(model.vocab as Record<string, unknown>)) {
+        if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0)
+            throw new CheckpointConfigError(`Expected a non-negative integer id for token ${JSON.stringify(token)} in tokenizer.json's vocab but got ${JSON.stringify(id)}`);
+        const previous = byId.get(id);
+        if (previous !== undefined)
+            throw new CheckpointConfigError(`Expected one token per id in tokenizer.json's vocab but id ${id} is both ${JSON.stringify(previous)} and ${JSON.stringify(token)}`);
         byId.set(id, token);
+    }
     for (const added of addedTokens)
         byId.set(added.id, added.content);
 
@@ -156,8 +162,8 @@ function readAddedTokens(value: unknown): AddedToken[] {
         throw new CheckpointConfigError(`Expected "added_tokens" in tokenizer.json to be an array but got ${typeof value}`);
 
     return value.map((entry: {id?: unknown; content?: unknown; special?: unknown}, index) => {
-        if (typeof entry?.id !== "number" || typeof entry.content !== "string")
-            throw new CheckpointConfigError(`Expected "added_tokens"[${index}] in tokenizer.json to have a numeric id and a string content`);
+        if (typeof entry?.id !== "number" || !Number.isSafeInteger(entry.id) || entry.id < 0 || typeof entry.content !== "string")
+            throw new CheckpointConfigError(`Expected "added_tokens"[${index}] in tokenizer.json to have a non-negative integer id and a string content`);
 
         return {id: entry.id, content: entry.content, special: entry.special === true};
     });

@@ -200,6 +200,24 @@ const CASES: Case[] = [
         message: (dir) => `Expected tensor "category_head.weight" (${file(dir)}) to have shape [8, 4] (from config.json) but got [4, 8]`
     },
     {
+        name: "a vocab id that is not an integer",
+        after: (dir) => editTokenizer(dir, (tokenizer) => void (tokenizer.model.vocab["!"] = "0")),
+        error: CheckpointConfigError,
+        message: () => 'Expected a non-negative integer id for token "!" in tokenizer.json\'s vocab but got "0"'
+    },
+    {
+        name: "a negative vocab id",
+        after: (dir) => editTokenizer(dir, (tokenizer) => void (tokenizer.model.vocab["!"] = -5)),
+        error: CheckpointConfigError,
+        message: () => 'Expected a non-negative integer id for token "!" in tokenizer.json\'s vocab but got -5'
+    },
+    {
+        name: "two vocab tokens with one id",
+        after: (dir) => editTokenizer(dir, (tokenizer) => void (tokenizer.model.vocab["\""] = 0)),
+        error: CheckpointConfigError,
+        message: () => 'Expected one token per id in tokenizer.json\'s vocab but id 0 is both "!" and "\\""'
+    },
+    {
         name: "Stream: a missing head tensor",
         variant: "stream",
         edit: (_, specs) => specs.filter((spec) => spec.name !== "query_risk_level_category_layernorm.weight"),
@@ -224,6 +242,14 @@ for (const testCase of CASES) {
         t.notOk(existsSync(outFile), "writes no GGUF");
         t.notOk(existsSync(path.join(root, "out.head.gguf")), "writes no head GGUF");
     });
+}
+
+/** Rewrites the checkpoint's tokenizer.json through `edit`. */
+async function editTokenizer(dir: string, edit: (tokenizer: {model: {vocab: Record<string, unknown>}}) => void): Promise<void> {
+    const file = path.join(dir, "tokenizer.json");
+    const tokenizer = JSON.parse(await fs.readFile(file, "utf8")) as {model: {vocab: Record<string, unknown>}};
+    edit(tokenizer);
+    await fs.writeFile(file, JSON.stringify(tokenizer));
 }
 
 // A safetensors file from a raw header (for dtypes the toolkit's writer refuses to write).
