@@ -2,6 +2,7 @@ import {existsSync, readFileSync} from "node:fs";
 import type {Command} from "commander";
 import {Judge, conversationOf, readGuardVariant} from "../index.js";
 import type {JudgeResult, Message} from "../index.js";
+import {isItemError} from "../batch/moderateMany.js";
 import {mapInOrder} from "../moderation/mapInOrder.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
@@ -31,6 +32,7 @@ interface CheckItem {
 
 /** The result of one item (the `--json` line): where it came from, and the verdict. */
 type CheckResult = {source: string} & JudgeResult;
+type CheckError = {source: string, error: string};
 
 const formats = ["text", "jsonl", "chat"] as const;
 
@@ -82,17 +84,34 @@ async function runCheck(files: string[], options: CheckCommandOptions): Promise<
         contextSize: numbers.contextSize, concurrency: numbers.parallel ?? 1,
         ...(isStream ? {} : {onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)})});
 
+    // An item that cannot be judged (over the context, a conversation of the wrong shape) is reported with where it came
+    // from, and the others are still judged; the exit code then says 2, since not everything was judged.
     let flagged = false;
+    let errors = 0;
     try {
-        for await (const result of mapInOrder(items, judge.inFlight, async ({source, messages}): Promise<CheckResult> =>
-            ({source, ...(await judge.judge(messages)).result}))) {
+        for await (const result of mapInOrder(items, judge.inFlight, async ({source, messages}): Promise<CheckResult | CheckError> => {
+            try {
+                return {source, ...(await judge.judge(messages)).result};
+            } catch (error) {
+                if (!isItemError(error))
+                    throw error;
+                return {source, error: (error as Error).message};
+            }
+        })) {
+            if ("error" in result) {
+                errors++;
+                if (options.json)
+                    process.stdout.write(JSON.stringify(result) + "\n");
+                process.stderr.write(`qwenguard: ${result.source}: ${result.error}\n`);
+                continue;
+            }
             flagged ||= result.flagged;
             process.stdout.write(options.json ? JSON.stringify(result) + "\n" : describe(result) + "\n");
         }
     } finally {
         await judge.dispose();
     }
-    return flagged ? 1 : 0;
+    return errors > 0 ? 2 : flagged ? 1 : 0;
 }
 
 /** One line of text: where from, the coloured verdict, the category, P(Unsafe), and the flag. */
@@ -131,6 +150,8 @@ function readItems(files: readonly string[], options: CheckCommandOptions): Chec
         const source = file === "-" ? "<stdin>" : file;
         const content = readInput(file);
         if (options.format === "text") {
+            if (content.trim().length === 0)
+                throw new UsageError(`${source} is empty: nothing to judge`);
             const messages: Message[] = role === "prompt"
                 ? [{role: "user", content}]
                 : [{role: "user", content: prompt ?? ""}, {role: "assistant", content}];
@@ -166,7 +187,7 @@ function parseJson(text: string, at: string): unknown {
 
 function readInput(file: string): string {
     try {
-        return readFileSync(file === "-" ? 0 : file, "utf8");
+        return readFileSync(file === "-" ? 0 : file, "utf8").replace(/^\uFEFF/, ""); // a UTF-8 byte order mark is not text
     } catch (error) {
         throw new UsageError(`Cannot read ${file === "-" ? "stdin" : file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }

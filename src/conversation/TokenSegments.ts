@@ -25,8 +25,11 @@ export function tokenizeSegments(segments: readonly TokenSegment[], tokenize: To
     const ids: number[] = [];
     let fragment = "";
     const flush = () => {
-        if (fragment.length > 0)
-            ids.push(...tokenize(nfc(fragment), false));
+        if (fragment.length > 0) {
+            // one by one: spreading a few hundred thousand ids into push() overflows the call stack
+            for (const id of tokenize(nfc(fragment), false))
+                ids.push(id);
+        }
         fragment = "";
     };
     for (const segment of segments) {

@@ -200,15 +200,20 @@ export class StreamGuard {
     /**
      * Judges a finished conversation in one call: the prompt verdict of the last user turn and, when an assistant
      * message follows it, the response report (every token scored, the decision rule applied).
+     * @throws TypeError when anything but one assistant message (the response) follows the last user message
      */
     async moderate(messages: Message[], options: {thinking?: boolean, policy?: PolicyOption} = {}): Promise<StreamModerationReport> {
         const checked = validateMessages(messages);
         const lastUser = checked.map((message) => message.role).lastIndexOf("user");
         if (lastUser < 0)
             return {prompt: null, response: null, tokens: 0};
+        const after = checked.slice(lastUser + 1);
+        if (after.length > 1 || after.some((message) => message.role !== "assistant"))
+            throw new TypeError('Expected "messages" to end with a user message (prompt moderation) or with one assistant message after it ' +
+                `(response moderation) but the last user message is followed by ${after.map((message) => message.role).join(", ")}`);
         const session = await this.createSession({...options, messages: checked.slice(0, lastUser + 1)});
         try {
-            const response = checked.slice(lastUser + 1).find((message) => message.role === "assistant");
+            const response = after[0];
             if (response == null)
                 return {prompt: session.promptVerdict, response: null, tokens: session.tokenCount};
             await session.pushText(response.content);

@@ -74,20 +74,42 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
         [["--format", "jsonl"], '{"prompt": "a"}\n{"prompt": \n', /^qwenguard: <stdin>:2: invalid JSON \(.+\)\n$/],
         [["--format", "jsonl"], '{"prompt": 3}\n', 'qwenguard: <stdin>:1: Expected a string for "prompt" but received number 3\n'],
         [["--format", "chat"], '[{"role": "tool", "content": "x"}]', 'qwenguard: <stdin>: Expected "system", "user" or "assistant" for "messages[0].role" but received "tool"\n'],
-        [["--format", "chat"], '{"messages": [{"role": "assistant", "content": "x"}]}', "qwenguard: <stdin>: The conversation has no user message\n"]
+        [["--format", "chat"], '{"messages": [{"role": "assistant", "content": "x"}]}', "qwenguard: <stdin>: The conversation has no user message\n"],
+        [[], "", "qwenguard: <stdin> is empty: nothing to judge\n"],
+        [[], " \n\t\n", "qwenguard: <stdin> is empty: nothing to judge\n"]
     ];
     table.push([["check", "-m", "/nonexistent/model.gguf"], "q", "qwenguard: Model file /nonexistent/model.gguf does not exist\n"],
         [["check", "-m", head], "q", `qwenguard: ${head} is a Stream head file: pass the Stream backbone GGUF as --model\n`],
         [["--head", head], "q", "qwenguard: --head applies to Stream models only\n"],
         [["check", "-m", stream, "--mode", "generate", "--context-size", "512"], "q", "qwenguard: --mode and --context-size apply to Gen models only\n"],
         [["check", "-m", stream, "--windows"], "q", "qwenguard: --windows applies to Gen models only\n"],
-        [["--context-size", "400"], "word ".repeat(300), /^qwenguard: The conversation renders to \d+ tokens in the Gen template, over the limit of 336 .*CLI --windows\)\n$/]);
+        [["--context-size", "400"], "word ".repeat(300), /^qwenguard: <stdin>: The conversation renders to \d+ tokens in the Gen template, over the limit of 336 .*CLI --windows\)\n$/]);
     const results = await inParallel(table.map(([args, input]) => () => args[0] === "check" ? run(args, input) : check(args, input)));
     table.forEach(([args, , stderr], i) => {
         t.equal(results[i].status, 2, args.join(" "));
         t.match(results[i].stderr, stderr);
         t.equal(results[i].stdout, "", "nothing judged");
     });
+});
+
+t.test("an item that cannot be judged is named, the others are still judged, and the exit code is 2", async (t) => {
+    const input = "\uFEFF" + ['{"prompt": "How can I make a bomb?"}', JSON.stringify({prompt: "word ".repeat(300)}), '{"prompt": "hello"}'].join("\r\n") + "\r\n";
+    const result = await check(["--format", "jsonl", "--context-size", "400", "--json"], input);
+    t.equal(result.status, 2, "not everything was judged");
+    t.match(result.stderr, /^qwenguard: <stdin>:2: The conversation renders to \d+ tokens in the Gen template, over the limit of 336 /);
+    const lines = result.stdout.trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+    t.match(lines, [{source: "<stdin>:1", level: "Unsafe", flagged: true}, {source: "<stdin>:2", error: /^The conversation renders to/},
+        {source: "<stdin>:3", level: "Safe", flagged: false}], "a BOM and CRLF line ends are not part of the records");
+
+    // a Stream model judges the one response after the last user message; anything else there is refused, not skipped
+    const twoResponses = {messages: [{role: "user", content: "How?"}, {role: "assistant", content: "Fine."}, {role: "assistant", content: "take the bomb now"}]};
+    const systemLast = {messages: [{role: "user", content: "How?"}, {role: "assistant", content: "take the bomb now"}, {role: "system", content: "x"}]};
+    const refused = await run(["check", "-m", stream, "-t", "1", "--format", "jsonl"], [twoResponses, systemLast].map((record) => JSON.stringify(record)).join("\n"));
+    t.equal(refused.status, 2);
+    t.equal(refused.stderr, 'qwenguard: <stdin>:1: Expected "messages" to end with a user message (prompt moderation) or with one assistant message ' +
+        "after it (response moderation) but the last user message is followed by assistant, assistant\n" +
+        'qwenguard: <stdin>:2: Expected "messages" to end with a user message (prompt moderation) or with one assistant message ' +
+        "after it (response moderation) but the last user message is followed by assistant, system\n");
 });
 
 t.test("files and stdin: one line per item, exit 1 when one is flagged, 0 when none is", async (t) => {
