@@ -1,6 +1,6 @@
 import {readFileSync} from "node:fs";
 import type {Command} from "commander";
-import {StreamGuard, resolvePolicy} from "../index.js";
+import {ContextLimitError, StreamGuard, resolvePolicy} from "../index.js";
 import type {Message, PolicyOption, TokenVerdict, Verdict} from "../index.js";
 import {countsAsUnsafe} from "../stream/DecisionRule.js";
 import {JudgedText} from "../stream/monitor.js";
@@ -93,26 +93,48 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
         };
 
         let flagReported = false;
-        process.stdin.setEncoding("utf8");
-        for await (const chunk of process.stdin as AsyncIterable<string>) {
-            report(await session.pushText(chunk));
+        let reported = 0;
+        const reportNew = () => {
+            const tokens = session.tokens;
+            report(tokens.slice(reported));
+            reported = tokens.length;
             if (session.flag != null && !flagReported) {
                 flagReported = true;
                 if (options.json)
                     event({type: "flag", ...session.flag});
-                if (options.onUnsafe === "stop")
-                    break;
             }
+        };
+        // Input over the session's limit: what fitted is judged (a flag there still counts), the rest is refused.
+        let overflow: ContextLimitError | null = null;
+        const pushing = async (push: () => Promise<unknown>) => {
+            try {
+                await push();
+            } catch (error) {
+                if (!(error instanceof ContextLimitError))
+                    throw error;
+                overflow = error;
+            }
+            reportNew();
+        };
+        process.stdin.setEncoding("utf8");
+        for await (const chunk of process.stdin as AsyncIterable<string>) {
+            await pushing(() => session.pushText(chunk));
+            if ((session.flag != null && options.onUnsafe === "stop") || overflow != null)
+                break;
             echo(false);
         }
-        if (session.flag == null || options.onUnsafe !== "stop") {
-            report(await session.finish());
-            if (session.flag != null && !flagReported && options.json)
-                event({type: "flag", ...session.flag});
-        }
+        if (overflow == null && (session.flag == null || options.onUnsafe !== "stop"))
+            await pushing(() => session.finish());
         echo(session.flag == null);
         if (marking)
             out(markEnd());
+        const overflowed = overflow as ContextLimitError | null;
+        if (overflowed != null && session.flag == null) {
+            await session.dispose();
+            throw new UsageError(`${overflowed.message}; nothing in the judged part was flagged`);
+        }
+        if (overflowed != null)
+            process.stderr.write(`\nqwenguard: warning: ${overflowed.message}\n`);
 
         const summary = session.report();
         const flagged = summary.flagged || promptFlagged;

@@ -200,10 +200,17 @@ export class StreamSession {
         if (tokens.length === 0)
             return [];
         const limit = this.guard.sessionTokenLimit;
-        if (this.length + tokens.length > limit)
-            throw new ContextLimitError(`The session would hold ${this.length + tokens.length} tokens, over its limit of ${limit} ` +
+        if (this.length + tokens.length > limit) {
+            // what fits is scored first (its verdicts and any flag are in the session), then the rest is refused
+            const room = Math.max(0, limit - this.length);
+            const wanted = this.length + tokens.length;
+            if (room > 0)
+                await this.score(tokens.slice(0, room));
+            throw new ContextLimitError(`The session would hold ${wanted} tokens, over its limit of ${limit} ` +
                 `(contextSize ${this.guard.options.contextSize}, model context ${this.guard.info.trainContextSize}); ` +
-                `${tokens.length} response tokens were not scored`, this.length + tokens.length, limit);
+                `the first ${room} of these ${tokens.length} response tokens were scored (see the session's tokens and flag), ` +
+                `the other ${tokens.length - room} were not`, wanted, limit);
+        }
 
         const result = await this.guard._evaluator.evaluate({
             sequence: this.sequence,

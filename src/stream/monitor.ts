@@ -1,6 +1,7 @@
 import type {StreamGuard, StreamSessionOptions} from "./StreamGuard.js";
 import type {StreamSession} from "./StreamSession.js";
 import type {ResponseReport} from "./types.js";
+import {ContextLimitError} from "../conversation/ContextLimitError.js";
 import {UnsafeContentError} from "./UnsafeContentError.js";
 
 /** What a monitored source may yield: text chunks, or token ids of the Qwen3 vocabulary. */
@@ -28,17 +29,26 @@ export async function* monitorStream(guard: StreamGuard, source: AsyncIterable<M
         if (flag != null)
             throw new UnsafeContentError(flag, session.report());
     };
+    // a chunk or the end that overflows the session still scored what fitted: a flag there is the verdict that counts
+    const scored = async (push: () => Promise<unknown>) => {
+        try {
+            await push();
+        } catch (error) {
+            if (error instanceof ContextLimitError)
+                check();
+            throw error;
+        }
+        check();
+    };
     try {
         for await (const chunk of source) {
             signal?.throwIfAborted();
-            await pushChunk(session, chunk);
-            check();
+            await scored(() => pushChunk(session, chunk));
             const text = release(false);
             if (text.length > 0)
                 yield text;
         }
-        await session.finish();
-        check();
+        await scored(() => session.finish());
         const rest = release(true);
         if (rest.length > 0)
             yield rest;

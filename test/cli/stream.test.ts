@@ -93,6 +93,21 @@ t.test("stop: nothing from the unsafe span on is echoed, exit 1", async (t) => {
     t.match(run.stderr, `qwenguard: response Unsafe (${PLANTED_RESPONSE_UNSAFE_CATEGORY}) at token 7, response stopped; prompt Safe`);
 });
 
+t.test("a response over the session's limit in one chunk: the part that fits is judged and echoed", async (t) => {
+    // 9,000 words are over the 8,192 tokens of the model's context; they arrive in one write
+    const tail = "word ".repeat(9000);
+    const unsafe = await runStreaming(["stream", "-m", model.modelPath, "-t", "1", "-p", "hi"], [`${unsafeChunks.join("")} ${tail}`]);
+    t.equal(unsafe.status, 1, "the flag in the judged part counts");
+    t.equal(unsafe.stdout, "Sure, here is how:");
+    t.match(unsafe.stderr, /qwenguard: warning: The session would hold \d+ tokens, over its limit of 8192 /);
+    t.match(unsafe.stderr, `qwenguard: response Unsafe (${PLANTED_RESPONSE_UNSAFE_CATEGORY}) at token 7, response stopped`);
+
+    const safe = await runStreaming(["stream", "-m", model.modelPath, "-t", "1", "-p", "hi"], [`${safeChunks.join("")} ${tail}`]);
+    t.equal(safe.status, 2, "not everything could be judged");
+    t.ok(safe.stdout.startsWith(`${safeChunks.join("")} word word`), "the judged part is echoed");
+    t.match(safe.stderr, /qwenguard: The session would hold \d+ tokens, over its limit of 8192 .*; nothing in the judged part was flagged\n$/);
+});
+
 t.test("mark: everything is echoed with the unsafe span marked, exit 1", async (t) => {
     const run = await runStreaming(["stream", "-m", model.modelPath, "-p", "hi", "--on-unsafe", "mark"], unsafeChunks);
     t.equal(run.status, 1, run.stderr);

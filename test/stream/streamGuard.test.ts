@@ -59,8 +59,32 @@ t.test("a prompt that does not fit is refused, naming the token count and the li
         message: /^The conversation is 10[0-9] tokens \(\+\d+ for the assistant header\), over the session limit of 64 tokens \(contextSize 64, model context 8192\)$/
     });
     const session = await small.createSession({messages: ask("hi")});
-    await t.rejects(session.pushText("word ".repeat(100) + "end"), {name: "ContextLimitError", limit: 64, message: /^The session would hold \d+ tokens, over its limit of 64 .*response tokens were not scored$/});
+    const before = session.tokenCount;
+    await t.rejects(session.pushText("word ".repeat(100) + "end"), {name: "ContextLimitError", limit: 64,
+        message: new RegExp(`^The session would hold \\d+ tokens, over its limit of 64 .*the first ${64 - before} of these \\d+ response tokens were scored .*, the other \\d+ were not$`)});
+    t.equal(session.tokenCount, 64, "what fits was scored");
+    t.equal(session.tokens.length, 64 - before, "and its verdicts are in the session");
+    await t.rejects(session.finish(), {name: "ContextLimitError", message: /the first 0 of these \d+ response tokens were scored/}, "then nothing more");
     await session.dispose();
+});
+
+/** Drains a generator. */
+async function collect(source: AsyncGenerator<string, unknown>): Promise<string[]> {
+    const out: string[] = [];
+    for await (const text of source)
+        out.push(text);
+    return out;
+}
+
+t.test("a response over the limit in one chunk still fires the rule on the part that fits", async (t) => {
+    const small = await StreamGuard.load({model: planted.modelPath, threads: 1, contextSize: 64, maxSessions: 1});
+    t.teardown(() => small.dispose());
+    const session = await small.createSession({messages: ask("hi")});
+    await t.rejects(session.pushText(`Sure, here is how: bomb poison and more. ${"word ".repeat(100)}`), {name: "ContextLimitError"});
+    t.not(session.flag, null, "the flag within the scored part fired");
+    await session.dispose();
+    // monitor() reports the unsafe content, not the overflow
+    await t.rejects(collect(small.monitor([`Sure, here is how: bomb poison and more. ${"word ".repeat(100)}`], {messages: ask("hi")})), {name: "UnsafeContentError"});
 });
 
 t.test("prompt verdicts: the query head at the <|im_end|> closing the last user turn", async (t) => {
