@@ -20,8 +20,15 @@ function messagesOf(value: unknown): Message[] {
         return validateMessages(value);
     if (value != null && typeof value === "object") {
         const object = value as Record<string, unknown>;
-        if ("messages" in object)
+        if ("messages" in object) {
+            // both forms at once: which one to judge would be a guess, and the other would be dropped unseen
+            const also = ["prompt", "response"].filter((key) => key in object);
+            if (also.length > 0)
+                throw new TypeError(`Expected either "messages" or "prompt"/"response" but received both ("messages" and ${also.map((key) => `"${key}"`).join(", ")})`);
             return validateMessages(object.messages);
+        }
+        if ("response" in object && !("prompt" in object))
+            throw new TypeError('Expected "prompt" with "response" (the prompt it answers) but received "response" alone');
         if ("prompt" in object) {
             if (typeof object.prompt !== "string")
                 throw new TypeError(`Expected a string for "prompt" but received ${typeName(object.prompt)}`);

@@ -37,7 +37,9 @@ t.test("JSONL: every bad record is an error with its line, blank lines are skipp
             '"just a string"',
             "   ",
             '{"id": 7, "text": "no prompt"}',
-            '[{"role": "user", "content": "array form"}]'
+            '[{"role": "user", "content": "array form"}]',
+            '{"prompt": "p", "messages": [{"role": "user", "content": "m"}]}',
+            '{"response": "an answer to nothing"}'
         ].join("\n") + "\n"),
         Buffer.from('{"prompt": "caf'), Buffer.from([0xc3, 0x28]), Buffer.from('"}\r\n'),
         Buffer.from(`{"prompt": "${"x".repeat(300)}"}\n`),
@@ -55,9 +57,11 @@ t.test("JSONL: every bad record is an error with its line, blank lines are skipp
         '9: Expected {"prompt": string, "response"?: string}, {"messages": [...]} or [messages] but received a string',
         '11: Expected {"prompt": string, "response"?: string}, {"messages": [...]} or [messages] but received an object with keys ["id","text"]',
         "12: user:array form",
-        "13: Invalid UTF-8 at byte 15 of the line",
-        "14: The record is 314 bytes, over the limit of 200 bytes",
-        "15: #last user:no newline at the end"
+        '13: Expected either "messages" or "prompt"/"response" but received both ("messages" and "prompt")',
+        '14: Expected "prompt" with "response" (the prompt it answers) but received "response" alone',
+        "15: Invalid UTF-8 at byte 15 of the line",
+        "16: The record is 314 bytes, over the limit of 200 bytes",
+        "17: #last user:no newline at the end"
     ]);
     t.same(blank, [2, 10]);
     t.same(records.map(({index}) => index), records.map((_, i) => i), "indexes count records, not blank lines");

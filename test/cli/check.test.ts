@@ -195,3 +195,18 @@ t.test("--windows: a prompt over the context is judged in overlapping windows, t
     const windows = verdict.windows as {count: number, worst: number};
     t.ok(windows.count >= 3 && windows.worst === windows.count - 1, "the trigger is in the last window");
 });
+
+t.test("a reader that goes away ends the run quietly with the status of a SIGPIPE", async (t) => {
+    const input = `${'{"prompt": "hello"}\n'.repeat(20)}`;
+    const result = await new Promise<{status: number | null, stderr: string}>((resolve, reject) => {
+        const child = spawn(process.execPath, [cli, "check", "-m", gen, "-t", "1", "--format", "jsonl"], {env: {...process.env, NO_COLOR: "1"}});
+        let stderr = "";
+        child.stdout.once("data", () => child.stdout.destroy()); // like `| head -1`
+        child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+        child.on("error", reject);
+        child.on("close", (status) => resolve({status, stderr}));
+        child.stdin.end(input);
+    });
+    t.equal(result.status, 141);
+    t.equal(result.stderr, "", "no stack trace");
+});
