@@ -286,7 +286,7 @@ function endsInQuotedField(bytes: Buffer | null, inQuotes: boolean): boolean {
 }
 
 /** The offset of the first byte that does not start a valid UTF-8 sequence. */
-function firstInvalidUtf8(bytes: Buffer): number {
+export function firstInvalidUtf8(bytes: Buffer): number {
     const valid = longestValidUtf8Prefix(bytes);
     if (validUtf8(bytes.subarray(0, valid), false))
         return valid;

@@ -3,6 +3,7 @@ import type {Command} from "commander";
 import {Judge, conversationOf, readGuardVariant} from "../index.js";
 import type {JudgeResult, Message} from "../index.js";
 import {isItemError} from "../batch/moderateMany.js";
+import {firstInvalidUtf8} from "../batch/readRecords.js";
 import {mapInOrder} from "../moderation/mapInOrder.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
@@ -187,8 +188,16 @@ function parseJson(text: string, at: string): unknown {
 
 function readInput(file: string): string {
     try {
-        return readFileSync(file === "-" ? 0 : file, "utf8").replace(/^\uFEFF/, ""); // a UTF-8 byte order mark is not text
+        const bytes = readFileSync(file === "-" ? 0 : file);
+        try {
+            // a UTF-8 byte order mark is not text (TextDecoder drops it); invalid UTF-8 is refused, not replaced
+            return new TextDecoder("utf-8", {fatal: true}).decode(bytes);
+        } catch {
+            throw new UsageError(`${file === "-" ? "stdin" : file} is not valid UTF-8 (at byte ${firstInvalidUtf8(bytes)})`);
+        }
     } catch (error) {
+        if (error instanceof UsageError)
+            throw error;
         throw new UsageError(`Cannot read ${file === "-" ? "stdin" : file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }
 }

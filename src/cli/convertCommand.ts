@@ -14,6 +14,7 @@ export function registerConvertCommand(program: Command): void {
         .option("-o, --outfile <file>", "output GGUF (default: <hf-dir name>-<outtype>.gguf in the current folder)")
         .option("--outtype <type>", `weight type: ${outTypes.join(", ")}`, "f16")
         .action(async (hfDir: string, options: {outfile?: string, outtype: string}) => {
+            options.outtype = options.outtype.toLowerCase(); // Q8_0 as quantize spells it
             if (!(outTypes as readonly string[]).includes(options.outtype))
                 throw new UsageError(`Expected one of ${outTypes.join(", ")} for --outtype but received ${JSON.stringify(options.outtype)}`);
             const outFile = options.outfile ?? `${path.basename(path.resolve(hfDir))}-${options.outtype}.gguf`;

@@ -50,7 +50,7 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
     } catch (error) {
         throw new UsageError((error as Error).message.replace('"policy"', "--policy"));
     }
-    const prompt = options.promptFile != null ? readFileSync(options.promptFile, "utf8") : options.prompt ?? "";
+    const prompt = options.promptFile != null ? readPromptFile(options.promptFile) : options.prompt ?? "";
     const messages: Message[] = [...(options.system != null ? [{role: "system" as const, content: options.system}] : []), {role: "user", content: prompt}];
     const threads = options.threads != null ? Number(options.threads) : undefined;
 
@@ -168,4 +168,12 @@ function markEnd(): string {
 
 function verdictJson(verdict: Verdict) {
     return {level: verdict.level, category: verdict.category, probs: verdict.probs, categoryProbs: verdict.categoryProbs};
+}
+
+function readPromptFile(file: string): string {
+    try {
+        return readFileSync(file, "utf8");
+    } catch (error) {
+        throw new UsageError(`Cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
 }

@@ -22,7 +22,7 @@ interface Run {
 }
 
 /** Runs the CLI with `input` on stdin. */
-function run(args: readonly string[], input = ""): Promise<Run> {
+function run(args: readonly string[], input: string | Buffer = ""): Promise<Run> {
     return new Promise((resolve, reject) => {
         const child = spawn(process.execPath, [cli, ...args], {env: {...process.env, NO_COLOR: "1"}});
         let stdout = "";
@@ -209,4 +209,11 @@ t.test("a reader that goes away ends the run quietly with the status of a SIGPIP
     });
     t.equal(result.status, 141);
     t.equal(result.stderr, "", "no stack trace");
+});
+
+t.test("invalid UTF-8 is refused with its byte, not judged as replacement characters", async (t) => {
+    const result = await run(["check", "-m", gen, "-t", "1"], Buffer.from([...Buffer.from("make a "), 0xff, 0xfe, ...Buffer.from(" bomb")]));
+    t.equal(result.status, 2);
+    t.equal(result.stderr, "qwenguard: stdin is not valid UTF-8 (at byte 7)\n");
+    t.equal(result.stdout, "");
 });

@@ -73,6 +73,10 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
     t.equal(badPolicy.status, 2);
     t.match(badPolicy.stderr, 'for --policy but received "lenient"');
 
+    const noPromptFile = await runStreaming(["stream", "-m", model.modelPath, "--prompt-file", "/no/prompt.txt"], []);
+    t.equal(noPromptFile.status, 2);
+    t.equal(noPromptFile.stderr, "qwenguard: Cannot read /no/prompt.txt: ENOENT\n");
+
     const noModel = await runStreaming(["stream"], []);
     t.equal(noModel.status, 2);
     t.match(noModel.stderr, "required option '-m, --model <file>' not specified");

@@ -10,11 +10,12 @@ import {
     UnsupportedArchitectureError, convert
 } from "../../gguf/convert/index.js";
 import type {OutType} from "../../gguf/convert/index.js";
-import {GgufOptionError, SafetensorsCheckpointError, SafetensorsDtypeError} from "../../gguf/errors.js";
+import {GgufOptionError, QuantNonFiniteError, SafetensorsCheckpointError, SafetensorsDtypeError} from "../../gguf/errors.js";
 import {checkpointTensorShapes, randomTensorSpecs} from "../helpers/checkpointTensors.js";
 import type {TensorSpec} from "../helpers/checkpointTensors.js";
 import {writeCheckpoint} from "../helpers/fixtures.js";
 import {createHfConfig} from "../helpers/hfConfig.js";
+import {TINY_DIMENSIONS} from "../helpers/hfConfig.js";
 import type {GuardVariant, Qwen3Dimensions} from "../helpers/hfConfig.js";
 import {expectError, tempDir} from "../gguf/ggufTestKit.js";
 
@@ -259,3 +260,21 @@ function rawSafetensors(header: Record<string, unknown>, dataBytes: number): Buf
     length.writeBigUInt64LE(BigInt(json.length));
     return Buffer.concat([length, json, Buffer.alloc(dataBytes)]);
 }
+
+t.test("a weight that is not finite, converted to q8_0: the tensor and the element are named", async (t) => {
+    const root = await tempDir(t);
+    const dir = path.join(root, "checkpoint");
+    const config = createHfConfig("gen", TINY_DIMENSIONS, "float32");
+    const specs = randomTensorSpecs(checkpointTensorShapes(config), 1).map((spec) => spec.name !== "model.layers.1.mlp.down_proj.weight" ? spec : {
+        ...spec, fill: (out: Float32Array, start: number) => {
+            spec.fill(out, start);
+            if (start <= 1000 && 1000 < start + out.length)
+                out[1000 - start] = Number.NaN;
+        }
+    });
+    await writeCheckpoint(dir, config, specs, {dtype: "F32"});
+    const outFile = path.join(root, "out.gguf");
+    await expectError(t, convert(dir, {outFile, outType: "q8_0"}), QuantNonFiniteError,
+        'Tensor "model.layers.1.mlp.down_proj.weight" (rows 0–63 of 64): Expected finite values to quantize to Q8_0 but got NaN at element 1000');
+    t.notOk(existsSync(outFile), "writes no GGUF");
+});
