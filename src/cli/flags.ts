@@ -6,7 +6,7 @@ export function parsePolicy(policy: string): GenPolicyOption {
     if (policy === "strict" || policy === "loose")
         return policy;
     const minProb = Number(policy);
-    if (policy.trim() === "" || !(minProb > 0 && minProb <= 1))
+    if (!/^(?:\d+\.?\d*|\.\d+)$/.test(policy) || !(minProb > 0 && minProb <= 1))
         throw new UsageError(`Expected strict, loose or a number in (0, 1] for --policy but received ${JSON.stringify(policy)}`);
     return {minProb};
 }

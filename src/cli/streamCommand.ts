@@ -5,6 +5,7 @@ import type {Message, PolicyOption, TokenVerdict, Verdict} from "../index.js";
 import {countsAsUnsafe} from "../stream/DecisionRule.js";
 import {JudgedText} from "../stream/monitor.js";
 import {UsageError} from "./UsageError.js";
+import {integerFlag} from "./flags.js";
 import {colorEnabled, paint} from "./paint.js";
 
 interface StreamCommandOptions {
@@ -52,7 +53,7 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
     }
     const prompt = options.promptFile != null ? readPromptFile(options.promptFile) : options.prompt ?? "";
     const messages: Message[] = [...(options.system != null ? [{role: "system" as const, content: options.system}] : []), {role: "user", content: prompt}];
-    const threads = options.threads != null ? Number(options.threads) : undefined;
+    const threads = integerFlag("--threads", options.threads);
 
     const guard = await StreamGuard.load({model: options.model, head: options.head, threads});
     const out = (text: string) => void process.stdout.write(text);

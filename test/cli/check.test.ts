@@ -63,6 +63,7 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
         [["--format", "xml"], "", 'qwenguard: Expected text, jsonl or chat for --format but received "xml"\n'],
         [["--policy", "medium"], "", 'qwenguard: Expected strict, loose or a number in (0, 1] for --policy but received "medium"\n'],
         [["--policy", "0"], "", 'qwenguard: Expected strict, loose or a number in (0, 1] for --policy but received "0"\n'],
+        [["--policy", "0x1"], "", 'qwenguard: Expected strict, loose or a number in (0, 1] for --policy but received "0x1"\n'],
         [["--mode", "fast"], "", 'qwenguard: Expected score or generate for --mode but received "fast"\n'],
         [["--threads", "two"], "", 'qwenguard: Expected a positive integer for --threads but received "two"\n'],
         [["--role", "judge"], "", 'qwenguard: Expected prompt or response for --role but received "judge"\n'],

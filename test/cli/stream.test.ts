@@ -77,6 +77,10 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
     t.equal(noPromptFile.status, 2);
     t.equal(noPromptFile.stderr, "qwenguard: Cannot read /no/prompt.txt: ENOENT\n");
 
+    const badThreads = await runStreaming(["stream", "-m", model.modelPath, "-t", "abc"], []);
+    t.equal(badThreads.status, 2);
+    t.equal(badThreads.stderr, 'qwenguard: Expected a positive integer for --threads but received "abc"\n');
+
     const noModel = await runStreaming(["stream"], []);
     t.equal(noModel.status, 2);
     t.match(noModel.stderr, "required option '-m, --model <file>' not specified");
