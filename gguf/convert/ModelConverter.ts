@@ -251,9 +251,20 @@ export abstract class ModelConverter {
         const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength));
         for (let first = 0; first < rows; first += rowsPerChunk) {
             const count = Math.min(rowsPerChunk, rows - first);
-            yield tensor.source === undefined ?
-                new Uint8Array(tensorByteSize(tensor.type, [rowLength, count])) :
-                quantize(await this.source.checkpoint.readRowsAsFloat32(tensor.source, first, count), tensor.type);
+            if (tensor.source === undefined) {
+                yield new Uint8Array(tensorByteSize(tensor.type, [rowLength, count]));
+                continue;
+            }
+            const values = await this.source.checkpoint.readRowsAsFloat32(tensor.source, first, count);
+            try {
+                yield quantize(values, tensor.type);
+            } catch (error) {
+                // say where: the checkpoint tensor, and the element (the encoder only knows its place in this chunk)
+                if (error instanceof Error)
+                    error.message = `Tensor "${tensor.source}" (rows ${first}–${first + count - 1} of ${rows}): ` +
+                        error.message.replace(/at index (\d+)/, (_, index: string) => `at element ${first * rowLength + Number(index)}`);
+                throw error;
+            }
         }
     }
 }
