@@ -9,7 +9,7 @@ import {packageVersion} from "../native/runtimeInfo.js";
 import {BatchTally} from "./BatchTally.js";
 import type {BatchCounts} from "./BatchTally.js";
 import {BatchOutputError, scanOutput} from "./batchOutput.js";
-import {isItemError} from "./moderateMany.js";
+import {judgeItem} from "./moderateMany.js";
 import {DEFAULT_MAX_RECORD_BYTES, batchInputFormats, readRecords} from "./readRecords.js";
 import type {BatchInputFormat, CsvColumns, InputRecord} from "./readRecords.js";
 
@@ -239,14 +239,7 @@ export async function moderateFile(input: string, output: string, options: Moder
         const records = mapInOrder(todo(), judge.inFlight, async (record) => {
             if (record.error != null)
                 return {record, error: record.error, tokens: 0};
-            try {
-                const {result, tokens: used} = await judge.judge(record.messages!);
-                return {record, result, tokens: used};
-            } catch (error) {
-                if (!isItemError(error))
-                    throw error;
-                return {record, error: (error as Error).message, tokens: 0};
-            }
+            return {record, ...await judgeItem(judge, () => record.messages!)};
         }, options.signal);
 
         for await (const {record, result, error, tokens: used} of records) {

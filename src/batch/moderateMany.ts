@@ -30,6 +30,28 @@ export function isItemError(error: unknown): boolean {
     return error instanceof TypeError || error instanceof ContextLimitError || error instanceof MalformedAnswerError;
 }
 
+/** What judging one item gave: a verdict and the tokens read, or why it could not be judged (0 tokens). */
+export interface ItemOutcome {
+    result?: JudgeResult,
+    error?: string,
+    tokens: number
+}
+
+/**
+ * Judges one conversation (built by `conversation`, whose TypeError counts as the item's too); an item error
+ * ({@link isItemError}) becomes `error`, any other failure is thrown.
+ */
+export async function judgeItem(judge: Judge, conversation: () => Message[]): Promise<ItemOutcome> {
+    try {
+        const {result, tokens} = await judge.judge(conversation());
+        return {result, tokens};
+    } catch (error) {
+        if (!isItemError(error))
+            throw error;
+        return {error: (error as Error).message, tokens: 0};
+    }
+}
+
 /**
  * Judges many items with a Gen or Stream model, `concurrency` at a time in parallel sequences, and yields the
  * results in input order. A bad item (no user message, wrong types, over the context) yields an `error`, never
@@ -53,15 +75,7 @@ export async function* moderateMany(items: AsyncIterable<BatchItem> | Iterable<B
         yield* mapInOrder(items, judge.inFlight, async (item: BatchItem): Promise<BatchItemResult> => {
             const at = index++;
             const id = item != null && typeof item === "object" && "id" in item ? item.id : undefined;
-            const base = {index: at, ...(id != null ? {id} : {})};
-            try {
-                const {result, tokens} = await judge.judge(conversationOf(item));
-                return {...base, result, tokens};
-            } catch (error) {
-                if (!isItemError(error))
-                    throw error;
-                return {...base, error: (error as Error).message, tokens: 0};
-            }
+            return {index: at, ...(id != null ? {id} : {}), ...await judgeItem(judge, () => conversationOf(item))};
         }, options.signal);
     } finally {
         if (given == null)

@@ -2,7 +2,7 @@ import {existsSync, readFileSync} from "node:fs";
 import type {Command} from "commander";
 import {Judge, conversationOf, readGuardVariant} from "../index.js";
 import type {JudgeResult, Message} from "../index.js";
-import {isItemError} from "../batch/moderateMany.js";
+import {judgeItem} from "../batch/moderateMany.js";
 import {firstInvalidUtf8} from "../batch/readRecords.js";
 import {mapInOrder} from "../moderation/mapInOrder.js";
 import {UsageError} from "./UsageError.js";
@@ -91,13 +91,8 @@ async function runCheck(files: string[], options: CheckCommandOptions): Promise<
     let errors = 0;
     try {
         for await (const result of mapInOrder(items, judge.inFlight, async ({source, messages}): Promise<CheckResult | CheckError> => {
-            try {
-                return {source, ...(await judge.judge(messages)).result};
-            } catch (error) {
-                if (!isItemError(error))
-                    throw error;
-                return {source, error: (error as Error).message};
-            }
+            const {result: judged, error} = await judgeItem(judge, () => messages);
+            return error != null ? {source, error} : {source, ...judged!};
         })) {
             if ("error" in result) {
                 errors++;
