@@ -3,13 +3,13 @@ import {GenGuard} from "../gen/GenGuard.js";
 import {resolveGenPolicy} from "../gen/genPolicy.js";
 import type {GenPolicyOption} from "../gen/genPolicy.js";
 import {readGuardVariant} from "../gen/readGuardVariant.js";
-import type {GenMode, GenVerdict, GenWindows} from "../gen/types.js";
+import type {GenMode, GenWindows} from "../gen/types.js";
 import type {Message} from "../conversation/messages.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {integerOption, oneOfOption} from "../options.js";
 import {StreamGuard} from "../stream/StreamGuard.js";
-import type {StreamModerationReport} from "../stream/StreamGuard.js";
 import type {RiskLevel} from "../stream/types.js";
+import {genResult, streamPromptRule, streamResult} from "./judgeResults.js";
 
 export interface JudgeOptions {
     /** A Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (told apart by its metadata). */
@@ -115,7 +115,7 @@ export class Judge {
                     throw new TypeError(`"${name}" applies to Gen models only, and ${options.model} is a Stream model`);
             const guard = await StreamGuard.load({model: options.model, head: options.head, threads: options.threads, gpu: options.gpu,
                 contextSize: options.contextSize, maxSessions: Math.max(8, concurrency)});
-            const promptFlagged = promptRule(policy);
+            const promptFlagged = streamPromptRule(policy);
             const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
                 const report = await guard.moderate(messages, {policy});
                 return {result: streamResult(messages, report, promptFlagged), tokens: report.tokens};
@@ -179,34 +179,4 @@ export class Judge {
             release();
         }
     }
-}
-
-function genResult(verdict: GenVerdict): JudgeResult {
-    const {target, level, category, categories, refusal, probs, categoryProbs, refusalProbs, flagged, text, windows} = verdict;
-    return {model: "gen", target, level, category, probs, flagged, categories, categoryProbs,
-        ...(refusal != null ? {refusal, refusalProbs} : {}), ...(text != null ? {text} : {}), ...(windows != null ? {windows} : {})};
-}
-
-/** A Stream prompt verdict is one position of the query head: flagged as a Gen verdict would be under the policy. */
-function promptRule(policy: GenPolicyOption): (level: RiskLevel, probs: Record<RiskLevel, number>) => boolean {
-    const {minProb, controversial} = resolveGenPolicy(policy);
-    return (level, probs) => minProb != null
-        ? probs.Unsafe + (controversial ? probs.Controversial : 0) >= minProb
-        : level === "Unsafe" || (controversial && level === "Controversial");
-}
-
-function streamResult(messages: Message[], report: StreamModerationReport,
-    promptFlagged: (level: RiskLevel, probs: Record<RiskLevel, number>) => boolean): JudgeResult {
-    if (messages[messages.length - 1].role === "assistant" && report.response != null) {
-        const {level, category, flag, flagged, tokens} = report.response;
-        // the response's probabilities: those of the token where monitoring stops, else of the most unsafe token
-        const decisive = flag != null ? tokens[flag.index] : tokens.reduce((worst, token) => token.probs.Safe < worst.probs.Safe ? token : worst, tokens[0]);
-        return {model: "stream", target: "response", level, category, probs: decisive?.probs ?? {Safe: 1, Unsafe: 0, Controversial: 0},
-            ...(decisive != null ? {probsToken: decisive.index} : {}), flagged,
-            stoppedAt: flag != null ? {token: flag.index, offset: flag.textOffset} : null};
-    }
-    if (report.prompt == null)
-        throw new TypeError("The conversation has no user message");
-    const {level, category, probs, categoryProbs} = report.prompt;
-    return {model: "stream", target: "prompt", level, category, probs, flagged: promptFlagged(level, probs), categoryProbs};
 }
