@@ -25,7 +25,7 @@ const utf8 = new TextEncoder();
  */
 export class IncrementalTokenizer {
     private pending = "";
-    private committedLength = 0;
+    private committed = 0;
 
     /**
      * @param tokenize the model's tokenizer
@@ -43,6 +43,11 @@ export class IncrementalTokenizer {
     /** Ends the text: returns all tokens still held back. */
     finish(): CommittedToken[] {
         return this.pending.length > 0 ? this.commit(this.pending.length) : [];
+    }
+
+    /** UTF-16 length of the text committed as tokens so far (where the held-back text starts). */
+    get committedLength(): number {
+        return this.committed;
     }
 
     /** Characters received but not yet committed as tokens. */
@@ -77,10 +82,10 @@ export class IncrementalTokenizer {
         let byte = 0;
         for (const id of ids) {
             const char = charOfByte[Math.min(byte, charOfByte.length - 1)];
-            tokens.push({id, offset: this.committedLength + (sourceOffsets == null ? char : sourceOffsets[char])});
+            tokens.push({id, offset: this.committed + (sourceOffsets == null ? char : sourceOffsets[char])});
             byte += this.tokenByteLength(id);
         }
-        this.committedLength += given.length;
+        this.committed += given.length;
         return tokens;
     }
 }

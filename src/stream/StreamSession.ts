@@ -28,6 +28,8 @@ export class StreamSession {
     private length: number;
     private readonly responseStart: number;
     private textLength = 0;
+    /** Where the text after the last scored token starts (UTF-16 offset in the text given to pushText); null before any. */
+    private scoredEnd: number | null = null;
     private queue: Promise<unknown> = Promise.resolve();
     private disposed = false;
 
@@ -92,6 +94,18 @@ export class StreamSession {
         return this.length;
     }
 
+    /**
+     * How much of the response text is judged and may be shown: the UTF-16 length of its prefix (in the text as given
+     * to {@link pushText}, or as decoded from {@link pushTokens}' tokens) that holds no text still held back, no token
+     * of an unsafe run that may still fire the rule, and nothing from the start of the run that fired it.
+     */
+    get releasableLength(): number {
+        const end = this.flag?.startIndex ?? this.verdicts.length - this.pendingUnsafeTokens;
+        if (end < this.verdicts.length)
+            return this.verdicts[end].textOffset;
+        return this.scoredEnd ?? this.textLength;
+    }
+
     /** Text received by {@link pushText} but not yet scored (the unstable tail of the tokenization). */
     get heldBackText(): string {
         return this.tokenizer.heldBack;
@@ -109,7 +123,7 @@ export class StreamSession {
         else if (typeof chunk !== "string")
             return Promise.reject(new TypeError(`Expected a string or UTF-8 bytes for "chunk" but received ${describeValue(chunk)}`));
         const text = chunk;
-        return this.enqueue(() => this.score(this.tokenizer.push(text)));
+        return this.enqueue(() => this.score(this.tokenizer.push(text), this.tokenizer.committedLength));
     }
 
     /**
@@ -126,14 +140,14 @@ export class StreamSession {
         return this.enqueue(() => {
             if (this.tokenizer.heldBack.length > 0)
                 throw new Error("pushTokens after pushText: call finish() first so the held-back text is scored");
-            return this.score(tokens.map((id) => ({id, offset: -1})));
+            return this.score(tokens.map((id) => ({id, offset: -1})), -1);
         });
     }
 
     /** Scores the text still held back by the tokenizer (end of response); an incomplete UTF-8 sequence becomes U+FFFD. */
     finish(): Promise<TokenVerdict[]> {
         const rest = this.utf8Input.decode();
-        return this.enqueue(() => this.score([...this.tokenizer.push(rest), ...this.tokenizer.finish()]));
+        return this.enqueue(() => this.score([...this.tokenizer.push(rest), ...this.tokenizer.finish()], this.tokenizer.committedLength));
     }
 
     /**
@@ -196,7 +210,8 @@ export class StreamSession {
         return tokens;
     }
 
-    private async score(tokens: CommittedToken[]): Promise<TokenVerdict[]> {
+    /** Scores tokens; `end` is where the text after the last of them starts (-1 for tokens pushed as ids). */
+    private async score(tokens: CommittedToken[], end: number): Promise<TokenVerdict[]> {
         if (tokens.length === 0)
             return [];
         const limit = this.guard.sessionTokenLimit;
@@ -205,7 +220,7 @@ export class StreamSession {
             const room = Math.max(0, limit - this.length);
             const wanted = this.length + tokens.length;
             if (room > 0)
-                await this.score(tokens.slice(0, room));
+                await this.score(tokens.slice(0, room), tokens[room].offset);
             throw new ContextLimitError(`The session would hold ${wanted} tokens, over its limit of ${limit} ` +
                 `(contextSize ${this.guard.options.contextSize}, model context ${this.guard.info.trainContextSize}); ` +
                 `the first ${room} of these ${tokens.length} response tokens were scored (see the session's tokens and flag), ` +
@@ -219,6 +234,8 @@ export class StreamSession {
             heads: AddonHead.response
         });
         this.length += tokens.length;
+        if (end >= 0)
+            this.scoredEnd = end;
 
         const verdicts = headVerdicts(result.response!, this.guard.labels.response);
         return tokens.map((token, i) => {

@@ -87,6 +87,43 @@ t.test("a response over the limit in one chunk still fires the rule on the part 
     await t.rejects(collect(small.monitor([`Sure, here is how: bomb poison and more. ${"word ".repeat(100)}`], {messages: ask("hi")})), {name: "UnsafeContentError"});
 });
 
+t.test("releasableLength: judged text only, never the held-back tail, a pending unsafe run or the flagged span", async (t) => {
+    const response = "Sure, here is how: a bomb, then bomb poison and more text after.";
+    const bomb = response.indexOf(" bomb poison");
+    for (const size of [1, 3, 7, 1000]) {
+        const session = await guard.createSession({messages: ask("hi")});
+        let previous = 0;
+        for (let start = 0; start < response.length; start += size) {
+            await session.pushText(response.slice(start, start + size));
+            const length = session.releasableLength;
+            t.ok(length >= previous && length <= Math.min(start + size, bomb), `chunks of ${size}: ${length} after ${start + size} characters`);
+            const pending = session.tokens.length - session.pendingUnsafeTokens;
+            t.ok(session.flag != null || pending === session.tokens.length || length === session.tokens[pending].textOffset,
+                "a token that may still start an unsafe run is not released");
+            previous = length;
+        }
+        await session.finish();
+        t.equal(session.releasableLength, bomb, `chunks of ${size}: released up to the unsafe span`);
+        await session.dispose();
+    }
+    const safe = await guard.createSession({messages: ask("hi")});
+    await safe.pushText("Mix flour and water.");
+    t.ok(safe.releasableLength < "Mix flour and water.".length, "the tail waits for more text");
+    await safe.finish();
+    t.equal(safe.releasableLength, "Mix flour and water.".length, "and is released at the end");
+    await safe.dispose();
+
+    const small = await StreamGuard.load({model: planted.modelPath, threads: 1, contextSize: 64, maxSessions: 1});
+    t.teardown(() => small.dispose());
+    const over = await small.createSession({messages: ask("hi")});
+    const words = "word ".repeat(100);
+    await t.rejects(over.pushText(words + "end"), {name: "ContextLimitError"});
+    const scored = over.tokens.length;
+    t.equal(over.releasableLength, over.tokens[scored - 1].textOffset + over.tokens[scored - 1].text.length,
+        "over the limit: up to the end of the last scored token, not the text that was refused");
+    await over.dispose();
+});
+
 t.test("prompt verdicts: the query head at the <|im_end|> closing the last user turn", async (t) => {
     const safe = await guard.moderate(ask("How do I cook rice?"));
     t.equal(safe.prompt?.level, "Safe");
