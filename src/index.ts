@@ -49,3 +49,14 @@ export type {BatchInputFormat, CsvColumns, InputRecord, ReadRecordsOptions} from
 export {BatchOutputError} from "./batch/batchOutput.js";
 export {mergeBatchOutputs} from "./batch/mergeOutputs.js";
 export type {MergeSummary} from "./batch/mergeOutputs.js";
+export {createServer} from "./server/createServer.js";
+export type {CreateServerOptions} from "./server/createServer.js";
+export {qwenguardPlugin} from "./server/qwenguardPlugin.js";
+export type {QwenguardState} from "./server/qwenguardPlugin.js";
+export type {QwenguardServerOptions} from "./server/serverOptions.js";
+export type {ServerPolicy} from "./server/serverPolicy.js";
+export type {ConversationJudgement} from "./server/GuardService.js";
+export {OPENAI_MODERATION_CATEGORIES, QWEN3GUARD_TO_OPENAI} from "./server/openaiCategories.js";
+export type {OpenAiModerationCategory} from "./server/openaiCategories.js";
+export {guardChatStream, CONTENT_FILTER} from "./openai/guardChatStream.js";
+export type {ChatChunkLike, ChatStreamFlag, ChoiceSession, GuardChatStreamOptions, GuardChatStreamResult} from "./openai/guardChatStream.js";

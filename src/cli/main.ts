@@ -7,6 +7,7 @@ import {registerQuantizeCommand} from "./quantizeCommand.js";
 import {registerStreamCommand} from "./streamCommand.js";
 import {registerCheckCommand} from "./checkCommand.js";
 import {registerBatchCommand} from "./batchCommand.js";
+import {registerServeCommand} from "./serveCommand.js";
 import {printVersion} from "./versionCommand.js";
 
 /** Exit codes shared by all commands. */
@@ -41,6 +42,7 @@ export async function main(args: string[]): Promise<number> {
     registerStreamCommand(program, setExitCode);
     registerCheckCommand(program, setExitCode);
     registerBatchCommand(program, setExitCode);
+    registerServeCommand(program, setExitCode);
 
     try {
         if (args.length === 0) {

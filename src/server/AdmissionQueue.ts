@@ -1,0 +1,102 @@
+/** Thrown by {@link AdmissionQueue.acquire} when the queue is full: the caller should answer "busy, retry later". */
+export class QueueFullError extends Error {
+    override name = "QueueFullError";
+
+    constructor(readonly what: string, readonly slots: number, readonly maxWaiting: number) {
+        super(`The ${what} is busy: ${slots} running and ${maxWaiting} waiting, the most this server queues; retry later`);
+    }
+}
+
+/** A slot held by a caller of {@link AdmissionQueue.acquire}; release it exactly once (later calls do nothing). */
+export type Release = () => void;
+
+/**
+ * A bounded admission queue in front of a model: at most `slots` holders at once, at most `maxWaiting` callers
+ * waiting (first come, first served); beyond that, {@link acquire} fails at once with a {@link QueueFullError}
+ * rather than growing a backlog. A waiter whose signal aborts leaves the queue.
+ */
+export class AdmissionQueue {
+    private running = 0;
+    private readonly waiting: Array<{grant: (release: Release) => void}> = [];
+
+    /**
+     * @param what - what the slots are of, for the error message (e.g. "Gen model")
+     * @param slots - holders at once
+     * @param maxWaiting - callers that may wait for a slot
+     * @param onChange - called after every change, for metrics
+     */
+    constructor(readonly what: string, readonly slots: number, readonly maxWaiting: number,
+        private readonly onChange: (running: number, waiting: number) => void = () => undefined) {}
+
+    /** Holders right now. */
+    get active(): number {
+        return this.running;
+    }
+
+    /** Callers waiting right now. */
+    get depth(): number {
+        return this.waiting.length;
+    }
+
+    /**
+     * Waits for a slot.
+     * @param signal - aborting it takes the caller out of the queue (the promise rejects with the signal's reason)
+     * @returns the function that gives the slot back
+     * @throws QueueFullError when `maxWaiting` callers already wait
+     */
+    acquire(signal?: AbortSignal): Promise<Release> {
+        if (signal?.aborted)
+            return Promise.reject(signal.reason);
+        if (this.running < this.slots && this.waiting.length === 0) {
+            this.running++;
+            this.onChange(this.running, this.waiting.length);
+            return Promise.resolve(this.releaser());
+        }
+        if (this.waiting.length >= this.maxWaiting)
+            return Promise.reject(new QueueFullError(this.what, this.slots, this.maxWaiting));
+        return new Promise<Release>((resolve, reject) => {
+            const entry = {
+                grant: (release: Release) => {
+                    signal?.removeEventListener("abort", onAbort);
+                    resolve(release);
+                }
+            };
+            const onAbort = () => {
+                const index = this.waiting.indexOf(entry);
+                if (index >= 0) {
+                    this.waiting.splice(index, 1);
+                    this.onChange(this.running, this.waiting.length);
+                }
+                reject(signal!.reason);
+            };
+            signal?.addEventListener("abort", onAbort, {once: true});
+            this.waiting.push(entry);
+            this.onChange(this.running, this.waiting.length);
+        });
+    }
+
+    /** Runs `work` in a slot. */
+    async run<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+        const release = await this.acquire(signal);
+        try {
+            return await work();
+        } finally {
+            release();
+        }
+    }
+
+    private releaser(): Release {
+        let released = false;
+        return () => {
+            if (released)
+                return;
+            released = true;
+            const next = this.waiting.shift();
+            if (next != null)
+                next.grant(this.releaser()); // the slot passes on: `running` stays
+            else
+                this.running--;
+            this.onChange(this.running, this.waiting.length);
+        };
+    }
+}
