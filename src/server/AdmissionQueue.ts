@@ -24,9 +24,11 @@ export class AdmissionQueue {
      * @param slots - holders at once
      * @param maxWaiting - callers that may wait for a slot
      * @param onChange - called after every change, for metrics
+     * @param onRefuse - called when a caller is turned away, for metrics
      */
     constructor(readonly what: string, readonly slots: number, readonly maxWaiting: number,
-        private readonly onChange: (running: number, waiting: number) => void = () => undefined) {}
+        private readonly onChange: (running: number, waiting: number) => void = () => undefined,
+        private readonly onRefuse: () => void = () => undefined) {}
 
     /** Holders right now. */
     get active(): number {
@@ -52,8 +54,10 @@ export class AdmissionQueue {
             this.onChange(this.running, this.waiting.length);
             return Promise.resolve(this.releaser());
         }
-        if (this.waiting.length >= this.maxWaiting)
+        if (this.waiting.length >= this.maxWaiting) {
+            this.onRefuse();
             return Promise.reject(new QueueFullError(this.what, this.slots, this.maxWaiting));
+        }
         return new Promise<Release>((resolve, reject) => {
             const entry = {
                 grant: (release: Release) => {

@@ -234,7 +234,7 @@ export class GuardService {
         const queue = new AdmissionQueue(`${variant === "gen" ? "Gen" : "Stream"} model`, slots, this.options.maxQueue, (running, waiting) => {
             metrics.active.set({model: variant}, running);
             metrics.queueDepth.set({model: variant}, waiting);
-        });
+        }, () => metrics.rejected.inc({model: variant}));
         metrics.active.set({model: variant}, 0);
         metrics.queueDepth.set({model: variant}, 0);
         return {id: path.basename(file).replace(/\.gguf$/i, ""), variant, path: file, guard, queue, owned};

@@ -1,0 +1,59 @@
+// The bounded admission queue in front of each model, and the API key check: pure units.
+
+import t from "tap";
+import {AdmissionQueue, QueueFullError} from "../../src/server/AdmissionQueue.js";
+import {bearerKeyCheck} from "../../src/server/apiKey.js";
+
+t.test("at most `slots` holders, then a first-come-first-served wait, then a QueueFullError", async (t) => {
+    const changes: Array<[number, number]> = [];
+    let refused = 0;
+    const queue = new AdmissionQueue("Gen model", 2, 2, (running, waiting) => changes.push([running, waiting]), () => refused++);
+    const first = await queue.acquire();
+    const second = await queue.acquire();
+    const order: string[] = [];
+    const third = queue.acquire().then((release) => (order.push("third"), release));
+    const fourth = queue.acquire().then((release) => (order.push("fourth"), release));
+    await t.rejects(queue.acquire(), new QueueFullError("Gen model", 2, 2));
+    t.equal(new QueueFullError("Gen model", 2, 2).message, "The Gen model is busy: 2 running and 2 waiting, the most this server queues; retry later");
+    t.equal(refused, 1);
+    t.same([queue.active, queue.depth], [2, 2]);
+    first();
+    first(); // a second release does nothing
+    (await third)();
+    second();
+    (await fourth)();
+    t.same(order, ["third", "fourth"]);
+    t.same([queue.active, queue.depth], [0, 0]);
+    t.same(changes[changes.length - 1], [0, 0], "the last change reported is the idle state");
+});
+
+t.test("a waiter whose signal aborts leaves the queue; run gives the slot back when its work fails", async (t) => {
+    const queue = new AdmissionQueue("Stream model", 1, 4);
+    const held = await queue.acquire();
+    const controller = new AbortController();
+    const waiting = queue.acquire(controller.signal);
+    t.equal(queue.depth, 1);
+    controller.abort(new Error("client gone"));
+    await t.rejects(waiting, {message: "client gone"});
+    t.equal(queue.depth, 0);
+    await t.rejects(queue.acquire(AbortSignal.abort(new Error("already gone"))), {message: "already gone"});
+    held();
+    await t.rejects(queue.run(async () => {
+        throw new Error("work failed");
+    }), {message: "work failed"});
+    t.equal(queue.active, 0, "the slot was given back");
+    t.equal(await queue.run(async () => 42), 42);
+
+    const none = new AdmissionQueue("Gen model", 1, 0);
+    const only = await none.acquire();
+    await t.rejects(none.acquire(), {name: "QueueFullError"}, "maxWaiting 0: no one waits");
+    only();
+});
+
+t.test("the API key check", async (t) => {
+    const check = bearerKeyCheck("s3cret-key");
+    t.equal(check("Bearer s3cret-key"), true);
+    t.equal(check("bearer  s3cret-key "), true, "the scheme is case-insensitive, spaces around the key do not count");
+    for (const header of [undefined, "", "s3cret-key", "Bearer", "Bearer s3cret-ke", "Bearer s3cret-key2", "Basic czNjcmV0LWtleQ=="])
+        t.equal(check(header), false, `refused: ${JSON.stringify(header)}`);
+});
