@@ -1,3 +1,4 @@
+import {existsSync} from "node:fs";
 import path from "node:path";
 import {GenGuard} from "../gen/GenGuard.js";
 import {readGuardVariant} from "../gen/readGuardVariant.js";
@@ -193,6 +194,8 @@ export class GuardService {
             if (options.stream != null)
                 this.stream = this.serve("stream", options.stream.options.model, options.stream, false, options.stream.options.maxSessions);
             for (const file of options.models ?? []) {
+                if (!existsSync(file))
+                    throw new Error(`Model file ${file} does not exist`);
                 const variant = (await readGuardVariant(file)) ?? "gen"; // community Gen GGUFs carry no qwen3guard keys
                 if (variant === "stream-head")
                     throw new Error(`${file} is a Stream head file: pass the Stream backbone GGUF as the model`);

@@ -33,6 +33,8 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
     delete (pluginOptions as CreateServerOptions).logger;
     const app = Fastify({bodyLimit, logger: options.logger ?? false, return503OnClosing: true, forceCloseConnections: "idle"});
     // at the root, not encapsulated: the whole server is the guard's, and `server.qwenguard` is there for the caller
-    await app.register(fastifyPlugin(qwenguardPlugin, {fastify: "5.x", name: "qwenguard"}), pluginOptions);
+    // (a wrapper: fastify-plugin marks the function it is given, and qwenguardPlugin itself must stay encapsulated)
+    const atRoot = fastifyPlugin<QwenguardServerOptions>((instance, opts) => qwenguardPlugin(instance, opts), {fastify: "5.x", name: "qwenguard"});
+    await app.register(atRoot, pluginOptions);
     return app;
 }

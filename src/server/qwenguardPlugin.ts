@@ -73,6 +73,20 @@ export const qwenguardPlugin: FastifyPluginAsync<QwenguardServerOptions> = async
         await state.service.close(resolved.shutdownGrace);
     });
 
+    // first, so that its hooks see every upgrade request, also one the API key check below refuses (whose socket it
+    // then closes: a refused upgrade must not keep its connection, nor hold up the server's close)
+    if (!app.hasDecorator("websocketServer")) {
+        await app.register(websocket, {
+            options: {maxPayload: state.maxPendingBytes},
+            // the plugin's own preClose would close every socket at once: the sessions first say why and how far they got
+            preClose: async () => {
+                await endSessions();
+                for (const client of app.websocketServer.clients)
+                    client.close(1001, "server shutting down");
+                await new Promise((resolve) => app.websocketServer.close(resolve));
+            }
+        });
+    }
     // the API speaks JSON only: a text/plain body is a 415, not a string that fails validation later
     app.removeContentTypeParser("text/plain");
     // fastify's default validator coerces types (3 becomes "3") and drops unknown fields: a guard refuses them instead
@@ -105,18 +119,6 @@ export const qwenguardPlugin: FastifyPluginAsync<QwenguardServerOptions> = async
         metrics.latency.observe({route}, reply.elapsedTime / 1000);
     });
 
-    if (!app.hasDecorator("websocketServer")) {
-        await app.register(websocket, {
-            options: {maxPayload: state.maxPendingBytes},
-            // the plugin's own preClose would close every socket at once: the sessions first say why and how far they got
-            preClose: async () => {
-                await endSessions();
-                for (const client of app.websocketServer.clients)
-                    client.close(1001, "server shutting down");
-                await new Promise((resolve) => app.websocketServer.close(resolve));
-            }
-        });
-    }
     await app.register(operatorRoutes);
     await app.register(moderationRoutes);
     await app.register(guardRoutes);
