@@ -34,7 +34,7 @@ const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
 export function registerServeCommand(program: Command, setExitCode: (code: number) => void): void {
     program.command("serve")
         .description("serve the guard over HTTP: OpenAI-compatible /v1/moderations, /v1/guard, live stream moderation over WebSocket, and a guard proxy in front of an LLM server")
-        .requiredOption("-m, --model <file>", "a Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (repeat for one of each)", collect, [])
+        .option("-m, --model <file>", "a Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (repeat for one of each)", collect, [])
         .option("--upstream <url>", "an OpenAI-compatible LLM server to guard, e.g. http://127.0.0.1:8081/v1: enables POST /v1/chat/completions")
         .option("--upstream-key <key>", "the upstream's API key (default: the client's Authorization header passes through, unless --api-key is set)")
         .option("--upstream-timeout <seconds>", "how long the upstream may take to answer, and then between two streamed chunks", "60")
@@ -60,6 +60,8 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 async function runServe(options: ServeCommandOptions): Promise<number> {
+    if (options.model.length === 0)
+        throw new UsageError("Expected a model to serve: -m, --model <file> (a Gen and/or a Stream model)");
     const port = Number(options.port);
     if (!/^\d+$/.test(options.port) || port > 65535)
         throw new UsageError(`Expected a port number between 0 and 65535 for --port but received ${JSON.stringify(options.port)}`);

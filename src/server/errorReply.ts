@@ -14,7 +14,7 @@ export const RETRY_AFTER_SECONDS = 1;
  */
 export function apiErrorOf(error: unknown): {apiError: ApiError, serverFault: boolean} {
     if (error instanceof ApiError)
-        return {apiError: error, serverFault: error.statusCode >= 500};
+        return {apiError: error, serverFault: error.statusCode === 500};
     if (error instanceof QueueFullError)
         return {apiError: new ApiError(429, error.message, "rate_limit_error", "queue_full", null, {"retry-after": String(RETRY_AFTER_SECONDS)}), serverFault: false};
     if (error instanceof ContextLimitError)

@@ -113,6 +113,12 @@ export const qwenguardPlugin: FastifyPluginAsync<QwenguardServerOptions> = async
                 throw new ApiError(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key");
         });
     }
+    // an answer finished while the server closes ends its keep-alive connection, which would otherwise hold close() up
+    app.addHook("onSend", async (_request, reply, payload) => {
+        if (state.closing)
+            void reply.header("connection", "close");
+        return payload;
+    });
     app.addHook("onResponse", async (request, reply) => {
         const route = request.routeOptions.url ?? "unmatched";
         metrics.requests.inc({route, method: request.method, status: String(reply.statusCode)});
