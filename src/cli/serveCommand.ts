@@ -12,6 +12,7 @@ interface ServeCommandOptions {
     host: string,
     port: string,
     apiKey?: string,
+    allowOrigin: string[],
     maxQueue: string,
     maxBody: string,
     policy: string,
@@ -20,6 +21,7 @@ interface ServeCommandOptions {
     contextSize?: string,
     parallel?: string,
     maxSessions?: string,
+    maxSessionTokens?: string,
     idleTimeout: string,
     grace: string,
     logLevel: string
@@ -40,6 +42,7 @@ export function registerServeCommand(program: Command, setExitCode: (code: numbe
         .option("--upstream-timeout <seconds>", "how long the upstream may take to answer, and then between two streamed chunks", "60")
         .option("--host <host>", "the address to listen on (anything but loopback exposes the guard to the network)", "127.0.0.1")
         .option("--port <port>", "the port (0: any free one)", "8080")
+        .option("--allow-origin <origin>", "a web origin (https://host[:port], or *) whose pages may open live stream WebSockets (repeat for more)", collect, [])
         .option("--api-key <key>", "require Authorization: Bearer <key> on every route but /health (default: $QWENGUARD_API_KEY)")
         .option("--max-queue <n>", "judgements that may wait for a busy model, per model; beyond that 429 with Retry-After", "64")
         .option("--max-body <size>", "the largest request body and WebSocket message (bytes, or with k / m); larger is a 413", "1m")
@@ -49,6 +52,7 @@ export function registerServeCommand(program: Command, setExitCode: (code: numbe
         .option("--context-size <n>", "Gen: tokens per request; Stream: KV cells shared by its sessions")
         .option("--parallel <n>", "Gen: requests judged at once per target, in parallel sequences (default 1)")
         .option("--max-sessions <n>", "Stream: sessions at once, live and one-shot (default 8); more wait in the queue")
+        .option("--max-session-tokens <n>", "Stream: most tokens one session holds (default: half of --context-size with more than one session)")
         .option("--idle-timeout <seconds>", "close a live stream session whose client sends nothing for this long", "300")
         .option("--grace <seconds>", "on SIGTERM / SIGINT, how long to let the work in flight finish before stopping anyway", "10")
         .option("--log-level <level>", "request log on stderr (pino JSON): silent, error, warn, info, debug", "warn")
@@ -76,7 +80,8 @@ async function runServe(options: ServeCommandOptions): Promise<number> {
         policy: policyOf(options.policy), mode: parseMode(options.mode),
         threads: integerFlag("--threads", options.threads), contextSize: integerFlag("--context-size", options.contextSize),
         parallel: integerFlag("--parallel", options.parallel), maxSessions: integerFlag("--max-sessions", options.maxSessions),
-        streamIdleTimeout: seconds("--idle-timeout", options.idleTimeout), shutdownGrace: 1000 * nonNegative("--grace", options.grace),
+        maxSessionTokens: integerFlag("--max-session-tokens", options.maxSessionTokens),
+        streamIdleTimeout: seconds("--idle-timeout", options.idleTimeout), allowOrigins: options.allowOrigin, shutdownGrace: 1000 * nonNegative("--grace", options.grace),
         logger: {level: options.logLevel, stream: process.stderr}
     };
     let server;
@@ -153,7 +158,8 @@ function byteSize(flag: string, value: string): number {
 function flagNames(message: string): string {
     const flags: Record<string, string> = {
         maxBody: "--max-body", maxQueue: "--max-queue", upstream: "--upstream", upstreamKey: "--upstream-key", apiKey: "--api-key",
-        upstreamTimeout: "--upstream-timeout", streamIdleTimeout: "--idle-timeout", shutdownGrace: "--grace"
+        upstreamTimeout: "--upstream-timeout", streamIdleTimeout: "--idle-timeout", shutdownGrace: "--grace", allowOrigins: "--allow-origin",
+        maxSessionTokens: "--max-session-tokens"
     };
     return message.replace(/"(\w+)"/g, (whole, name: string) => flags[name] ?? whole);
 }

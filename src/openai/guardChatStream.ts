@@ -14,7 +14,7 @@ export interface ChatChunkLike {
     model?: string,
     choices?: Array<{
         index: number,
-        delta?: {content?: string | null, [key: string]: unknown} | null,
+        delta?: {content?: unknown, reasoning_content?: unknown, refusal?: unknown, [key: string]: unknown} | null,
         finish_reason?: string | null,
         [key: string]: unknown
     }>,
@@ -35,6 +35,11 @@ export interface GuardChatStreamOptions {
     messages?: Message[],
     /** Default `"strict"`. */
     policy?: PolicyOption,
+    /**
+     * Text the answer continues (an assistant message the request ends with, which the upstream goes on from): judged
+     * first as the start of every choice's response, and never yielded (the client has it).
+     */
+    responsePrefix?: string,
     /** Opens the session of a choice (default: `guard.createSession({messages, policy})`, disposed at the end). */
     openSession?: (choice: number) => Promise<ChoiceSession>,
     /**
@@ -50,7 +55,7 @@ export interface GuardChatStreamOptions {
 export interface ChatStreamFlag {
     /** The choice whose text fired the rule. */
     choice: number,
-    /** The response verdict (level, category, probabilities, where it stopped: `stoppedAt`). */
+    /** The response verdict (level, category, probabilities, where it stopped: `stoppedAt`, in the choice's judged text). */
     verdict: JudgeResult,
     report: ResponseReport
 }
@@ -63,16 +68,28 @@ export interface GuardChatStreamResult {
     reports: Map<number, ResponseReport>
 }
 
-/** A chunk waiting for its text to be judged, with where each choice's text ends in that choice's answer. */
+/** The delta fields whose text is judged, in the order they are read: a reasoning model thinks, then answers. */
+const JUDGED_FIELDS = ["reasoning_content", "content", "refusal"] as const;
+type JudgedField = typeof JUDGED_FIELDS[number];
+
+/** A judged field of one chunk's choice: where its text lies in the choice's judged text. */
+interface Segment {
+    choice: number,
+    field: JudgedField,
+    start: number,
+    end: number
+}
+
+/** A chunk waiting for its text to be judged. */
 interface HeldChunk {
     chunk: ChatChunkLike,
-    ends: Map<number, number>
+    segments: Segment[]
 }
 
 interface ChoiceState {
     open: Promise<ChoiceSession>,
     session?: StreamSession,
-    /** UTF-16 length of this choice's content so far. */
+    /** UTF-16 length of this choice's judged text so far (the response prefix included). */
     length: number,
     finished: boolean
 }
@@ -84,11 +101,13 @@ export const CONTENT_FILTER = "content_filter";
  * Guards a streamed OpenAI chat completion (an async iterable of chunk objects, such as the `openai` client's
  * `chat.completions.create({stream: true})`): yields the same chunk objects, each once the text it carries is judged
  * (held back meanwhile: the tokenizer's unstable tail, and a run of unsafe tokens that may still fire the rule).
- * When the rule fires, the text before the unsafe span is yielded (the chunk that straddles it cut short), then one
- * last chunk whose `finish_reason` is `"content_filter"` and whose `qwen3guard` field carries the verdict; the
- * upstream is aborted and the generator returns. Chunks without content (role, tool calls, usage) keep their place.
- * Each choice of an `n > 1` answer has its own session; a flag in one ends them all.
- * @throws ContextLimitError when an answer grows past the session's limit (what fitted was judged and yielded first)
+ * A choice's `reasoning_content`, `content` and `refusal` deltas are judged as one text, in the order they arrive;
+ * tool calls and other fields pass through in their place, unjudged. When the rule fires, the text before the unsafe
+ * span is yielded (the chunk that straddles it cut short), then one last chunk whose `finish_reason` is
+ * `"content_filter"` and whose `qwen3guard` field carries the verdict; the upstream is aborted and the generator
+ * returns. Each choice of an `n > 1` answer has its own session; a flag in one ends them all.
+ * @throws ContextLimitError when an answer grows past the session's limit (what fitted was judged and yielded first);
+ *   TypeError for a judged field that is not a string
  * @example
  * const stream = await openai.chat.completions.create({model, messages, stream: true});
  * for await (const chunk of guardChatStream(stream, {guard, messages}))
@@ -98,19 +117,27 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
     AsyncGenerator<Chunk, GuardChatStreamResult> {
     const openSession = options.openSession ?? defaultSessions(options);
     const abort = options.abort ?? (() => (source as {controller?: AbortController}).controller?.abort());
+    const prefix = options.responsePrefix ?? "";
     const choices = new Map<number, ChoiceState>();
+    /** Choices that ended (a finish_reason) before any text of theirs was judged. */
+    const endedBare = new Set<number>();
     const held: HeldChunk[] = [];
     let last: ChatChunkLike | null = null;
     let completed = false;
 
-    const choiceSession = async (index: number): Promise<StreamSession> => {
+    const choiceState = async (index: number): Promise<ChoiceState> => {
         let state = choices.get(index);
         if (state == null) {
             state = {open: openSession(index), length: 0, finished: false};
             choices.set(index, state);
+            const {session} = await state.open;
+            if (prefix.length > 0)
+                await scored(() => session.pushText(prefix));
+            state.length = prefix.length;
+            state.session = session;
         }
-        state.session ??= (await state.open).session;
-        return state.session;
+        await state.open;
+        return state;
     };
     const flagged = (): ChatStreamFlag | null => {
         for (const [choice, state] of choices) {
@@ -120,9 +147,14 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
         }
         return null;
     };
+    // how far each choice's text may be shown: all of it once the choice has finished without firing the rule
+    const limit = (choice: number) => {
+        const state = choices.get(choice)!;
+        return state.finished && state.session!.flag == null ? Infinity : state.session!.releasableLength;
+    };
     // chunks whose text every choice has judged, in order
     const releasable = function* (): Generator<Chunk> {
-        while (held.length > 0 && [...held[0].ends].every(([choice, end]) => (choices.get(choice)!.session!.releasableLength) >= end))
+        while (held.length > 0 && held[0].segments.every((segment) => limit(segment.choice) >= segment.end))
             yield held.shift()!.chunk as Chunk;
     };
     const scored = async (work: () => Promise<unknown>) => {
@@ -133,27 +165,34 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
                 throw error; // over the limit without a flag in what fitted: the rest cannot be judged
         }
     };
-
     // pushes a chunk's text into its choices' sessions (a finish_reason ends that choice's text)
     const take = async (chunk: Chunk) => {
         last = chunk;
-        const entry: HeldChunk = {chunk, ends: new Map()};
-        held.push(entry);
+        const entry: HeldChunk = {chunk, segments: []};
         for (const choice of chunk.choices ?? []) {
-            const content = choice.delta?.content;
-            if (typeof content === "string" && content.length > 0) {
-                const session = await choiceSession(choice.index);
-                const state = choices.get(choice.index)!;
-                state.length += content.length;
-                entry.ends.set(choice.index, state.length);
-                await scored(() => session.pushText(content));
+            for (const field of JUDGED_FIELDS) {
+                const text = choice.delta?.[field];
+                if (text == null || text === "")
+                    continue;
+                if (typeof text !== "string")
+                    throw new TypeError(`Expected a string or null for "choices[${choice.index}].delta.${field}" but received ${typeof text}: ` +
+                        "the guard judges only text, and lets nothing through unjudged");
+                const state = await choiceState(choice.index);
+                entry.segments.push({choice: choice.index, field, start: state.length, end: state.length + text.length});
+                state.length += text.length;
+                await scored(() => state.session!.pushText(text));
             }
-            const state = choices.get(choice.index);
-            if (choice.finish_reason != null && state != null && !state.finished) {
-                state.finished = true;
-                await scored(() => state.session!.finish());
+            if (choice.finish_reason != null) {
+                const state = choices.get(choice.index);
+                if (state == null)
+                    endedBare.add(choice.index);
+                else if (!state.finished) {
+                    state.finished = true;
+                    await scored(() => state.session!.finish());
+                }
             }
         }
+        held.push(entry); // only a chunk read whole is held: one that could not be judged is never released
     };
 
     try {
@@ -197,18 +236,22 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
     async function* cut(flag: ChatStreamFlag): AsyncGenerator<Chunk, GuardChatStreamResult> {
         abort();
         options.onFlag?.(flag);
-        const limits = new Map([...choices].map(([choice, state]) =>
-            [choice, choice === flag.choice ? flag.report.flag!.textOffset : state.session?.releasableLength ?? 0]));
+        const limits = new Map([...choices].map(([choice]) => [choice, choice === flag.choice ? flag.report.flag!.textOffset : limit(choice)]));
         const stopped = new Set<number>();
         for (const entry of held.splice(0)) {
             const trimmed = trimChunk(entry, limits, stopped);
             if (trimmed != null)
                 yield trimmed as Chunk;
         }
-        const unfinished = [...choices].filter(([choice, state]) => !state.finished || choice === flag.choice).map(([choice]) => choice);
+        // every choice still open ends here: the flagged one, those cut short, those that never spoke
+        const unfinished = [...choices].filter(([choice, state]) => !state.finished || stopped.has(choice) || choice === flag.choice)
+            .map(([choice]) => choice);
+        const seen = new Set([...choices.keys(), ...endedBare]);
+        const silent = last?.choices?.map((choice) => choice.index).filter((index) => !seen.has(index)) ?? [];
         yield {
             id: last?.id, object: "chat.completion.chunk", created: last?.created ?? Math.floor(Date.now() / 1000), model: last?.model,
-            choices: unfinished.map((index) => ({index, delta: {}, logprobs: null, finish_reason: CONTENT_FILTER})),
+            choices: [...new Set([...unfinished, ...silent])].sort((a, b) => a - b)
+                .map((index) => ({index, delta: {}, logprobs: null, finish_reason: CONTENT_FILTER})),
             qwen3guard: {choice: flag.choice, response: flag.verdict}
         } as unknown as Chunk;
         return {flag, reports: reports()};
@@ -216,27 +259,34 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
 }
 
 /**
- * A held chunk with each choice's content cut at its limit; a choice past its limit is dropped from this chunk and
- * every later one (`stopped`). Null when nothing of the chunk is left to show.
+ * A held chunk with each choice's judged text cut at its limit; a choice past its limit keeps only its other delta
+ * fields (its role, say) in this chunk and is dropped from every later one (`stopped`). Null when nothing is left.
  */
-function trimChunk({chunk, ends}: HeldChunk, limits: Map<number, number>, stopped: Set<number>): ChatChunkLike | null {
+function trimChunk({chunk, segments}: HeldChunk, limits: Map<number, number>, stopped: Set<number>): ChatChunkLike | null {
     if (chunk.choices == null || chunk.choices.length === 0)
         return null; // a usage chunk or the like: it describes an answer that is not what the client received
     const kept = [];
     for (const choice of chunk.choices) {
         if (stopped.has(choice.index))
             continue;
-        const end = ends.get(choice.index);
-        const limit = limits.get(choice.index);
-        if (end == null || limit == null || end <= limit) {
+        const own = segments.filter((segment) => segment.choice === choice.index);
+        const max = limits.get(choice.index) ?? Infinity;
+        if (own.every((segment) => segment.end <= max)) {
             kept.push(choice);
             continue;
         }
         stopped.add(choice.index);
-        const content = choice.delta!.content as string;
-        const keep = limit - (end - content.length);
-        if (keep > 0)
-            kept.push({...choice, delta: {...choice.delta, content: content.slice(0, keep)}, finish_reason: null});
+        const delta: Record<string, unknown> = {...choice.delta};
+        for (const segment of own) {
+            const keep = Math.max(0, max - segment.start);
+            if (keep > 0)
+                delta[segment.field] = (delta[segment.field] as string).slice(0, keep);
+            else
+                delete delta[segment.field];
+        }
+        delete delta.tool_calls; // nothing acts after the cut
+        if (Object.keys(delta).length > 0)
+            kept.push({...choice, delta, finish_reason: null});
     }
     return kept.length > 0 ? {...chunk, choices: kept} : null;
 }

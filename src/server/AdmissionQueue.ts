@@ -17,7 +17,7 @@ export type Release = () => void;
  */
 export class AdmissionQueue {
     private running = 0;
-    private readonly waiting: Array<{grant: (release: Release) => void}> = [];
+    private readonly waiting: Array<{count: number, grant: (releases: Release[]) => void}> = [];
 
     /**
      * @param what - what the slots are of, for the error message (e.g. "Gen model")
@@ -30,7 +30,7 @@ export class AdmissionQueue {
         private readonly onChange: (running: number, waiting: number) => void = () => undefined,
         private readonly onRefuse: () => void = () => undefined) {}
 
-    /** Holders right now. */
+    /** Slots held right now. */
     get active(): number {
         return this.running;
     }
@@ -46,23 +46,33 @@ export class AdmissionQueue {
      * @returns the function that gives the slot back
      * @throws QueueFullError when `maxWaiting` callers already wait
      */
-    acquire(signal?: AbortSignal): Promise<Release> {
+    async acquire(signal?: AbortSignal): Promise<Release> {
+        return (await this.acquireMany(1, signal))[0];
+    }
+
+    /**
+     * Waits until `count` slots are free and takes them together (a caller that needs several at once, such as an
+     * answer of several choices, never holds some while it waits for the rest: that could wait forever).
+     * @returns one release function per slot
+     * @throws RangeError when `count` is more than the queue has slots; QueueFullError as {@link acquire}
+     */
+    acquireMany(count: number, signal?: AbortSignal): Promise<Release[]> {
         if (signal?.aborted)
             return Promise.reject(signal.reason);
-        if (this.running < this.slots && this.waiting.length === 0) {
-            this.running++;
-            this.onChange(this.running, this.waiting.length);
-            return Promise.resolve(this.releaser());
-        }
+        if (count > this.slots)
+            return Promise.reject(new RangeError(`${count} slots are asked of the ${this.what}, which has ${this.slots}`));
+        if (this.running + count <= this.slots && this.waiting.length === 0)
+            return Promise.resolve(this.take(count));
         if (this.waiting.length >= this.maxWaiting) {
             this.onRefuse();
             return Promise.reject(new QueueFullError(this.what, this.slots, this.maxWaiting));
         }
-        return new Promise<Release>((resolve, reject) => {
+        return new Promise<Release[]>((resolve, reject) => {
             const entry = {
-                grant: (release: Release) => {
+                count,
+                grant: (releases: Release[]) => {
                     signal?.removeEventListener("abort", onAbort);
-                    resolve(release);
+                    resolve(releases);
                 }
             };
             const onAbort = () => {
@@ -70,6 +80,7 @@ export class AdmissionQueue {
                 if (index >= 0) {
                     this.waiting.splice(index, 1);
                     this.onChange(this.running, this.waiting.length);
+                    this.grantWaiting(); // a large request that left may unblock smaller ones behind it
                 }
                 reject(signal!.reason);
             };
@@ -89,17 +100,28 @@ export class AdmissionQueue {
         }
     }
 
+    private take(count: number): Release[] {
+        this.running += count;
+        this.onChange(this.running, this.waiting.length);
+        return Array.from({length: count}, () => this.releaser());
+    }
+
+    /** First come, first served: the head of the queue goes as soon as its slots are free, and nobody overtakes it. */
+    private grantWaiting(): void {
+        while (this.waiting.length > 0 && this.running + this.waiting[0].count <= this.slots) {
+            const next = this.waiting.shift()!;
+            next.grant(this.take(next.count));
+        }
+    }
+
     private releaser(): Release {
         let released = false;
         return () => {
             if (released)
                 return;
             released = true;
-            const next = this.waiting.shift();
-            if (next != null)
-                next.grant(this.releaser()); // the slot passes on: `running` stays
-            else
-                this.running--;
+            this.running--;
+            this.grantWaiting();
             this.onChange(this.running, this.waiting.length);
         };
     }

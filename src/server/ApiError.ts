@@ -31,3 +31,12 @@ export class ApiError extends Error {
         return {error: {message: this.message, type: this.type, param: this.param, code: this.code}};
     }
 }
+
+/** The client went away before its answer was complete: nothing to answer, and not the server's fault. */
+export class ClientClosedError extends Error {
+    override name = "ClientClosedError";
+
+    constructor(message = "The client closed the connection") {
+        super(message);
+    }
+}

@@ -29,7 +29,8 @@ export interface ServedModel<Guard> {
 
 /** What the server loads, and how: the server's model options, with the queue bound resolved. */
 export type GuardServiceOptions = Pick<QwenguardServerOptions, "models" | "gen" | "stream" | "threads" | "contextSize" | "gpu" | "parallel" | "maxSessions"> & {
-    maxQueue: number
+    maxQueue: number,
+    maxSessionTokens: number | null
 };
 
 /** The native judgement of a conversation: the prompt verdict and/or the response verdict. */
@@ -63,6 +64,12 @@ export class GuardService {
     constructor(private readonly options: GuardServiceOptions, private readonly metrics: ServerMetrics) {
         this.loaded = this.load();
         this.loaded.catch(() => undefined); // observed through state and /health; callers may await it
+    }
+
+    /** Most tokens one Stream session holds: the option, else half of the shared context when it has several sessions. */
+    get sessionTokens(): number {
+        const {options} = this.stream!.guard;
+        return this.options.maxSessionTokens ?? (options.maxSessions > 1 ? Math.floor(options.contextSize / 2) : options.contextSize);
     }
 
     /** The loaded models. */
@@ -116,7 +123,7 @@ export class GuardService {
             ]);
         } else {
             const stream = model as ServedModel<StreamGuard>;
-            const report = await stream.queue.run(() => stream.guard.moderate(messages, {policy: policy.stream}), signal);
+            const report = await stream.queue.run(() => stream.guard.moderate(messages, {policy: policy.stream, maxTokens: this.sessionTokens}), signal);
             this.metrics.tokens.inc({model: "stream"}, report.tokens);
             if (report.prompt != null && (!endsWithResponse || targets === "both"))
                 prompt = streamPromptResult(report.prompt, streamPromptRule(policy.gen));
@@ -136,15 +143,33 @@ export class GuardService {
      */
     async openSession(messages: Message[], policy: ResolvedServerPolicy, thinking: boolean, kind: "websocket" | "proxy",
         signal?: AbortSignal): Promise<HeldSession> {
+        return (await this.openSessions(messages, policy, thinking, kind, 1, signal))[0];
+    }
+
+    /**
+     * Opens `count` sessions of the same conversation (the choices of one answer), their slots taken together.
+     * @throws RangeError when `count` is over the Stream model's slots; as {@link openSession}
+     */
+    async openSessions(messages: Message[], policy: ResolvedServerPolicy, thinking: boolean, kind: "websocket" | "proxy", count: number,
+        signal?: AbortSignal): Promise<HeldSession[]> {
         const model = this.stream!;
-        const release = await model.queue.acquire(signal);
-        let session: StreamSession;
+        const releases = await model.queue.acquireMany(count, signal);
+        const held: HeldSession[] = [];
         try {
-            session = await model.guard.createSession({messages, policy: policy.stream, thinking});
+            for (const release of releases)
+                held.push(this.hold(model, await model.guard.createSession({messages, policy: policy.stream, thinking, maxTokens: this.sessionTokens}),
+                    release, policy, kind));
         } catch (error) {
-            release();
+            await Promise.allSettled(held.map(({close}) => close()));
+            releases.forEach((release) => release());
             throw error;
         }
+        return held;
+    }
+
+    /** A session and its slot, counted in the metrics until it is closed. */
+    private hold(model: ServedModel<StreamGuard>, session: StreamSession, release: () => void, policy: ResolvedServerPolicy,
+        kind: "websocket" | "proxy"): HeldSession {
         this.metrics.streamSessions.inc({kind});
         this.metrics.tokens.inc({model: "stream"}, session.tokenCount);
         const promptFlagged = streamPromptRule(policy.gen)(session.promptVerdict.level, session.promptVerdict.probs);

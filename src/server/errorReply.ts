@@ -1,7 +1,7 @@
 import type {FastifyError} from "fastify";
 import {ContextLimitError} from "../conversation/ContextLimitError.js";
 import {QueueFullError} from "./AdmissionQueue.js";
-import {ApiError} from "./ApiError.js";
+import {ApiError, ClientClosedError} from "./ApiError.js";
 
 /** Seconds a client is told to wait (`Retry-After`) when a model is busy. */
 export const RETRY_AFTER_SECONDS = 1;
@@ -15,6 +15,8 @@ export const RETRY_AFTER_SECONDS = 1;
 export function apiErrorOf(error: unknown): {apiError: ApiError, serverFault: boolean} {
     if (error instanceof ApiError)
         return {apiError: error, serverFault: error.statusCode === 500};
+    if (error instanceof ClientClosedError) // nginx's "client closed request": nobody reads it, the logs and metrics do
+        return {apiError: new ApiError(499, error.message, "invalid_request_error", "client_closed"), serverFault: false};
     if (error instanceof QueueFullError)
         return {apiError: new ApiError(429, error.message, "rate_limit_error", "queue_full", null, {"retry-after": String(RETRY_AFTER_SECONDS)}), serverFault: false};
     if (error instanceof ContextLimitError)

@@ -42,6 +42,9 @@ declare module "fastify" {
 /** fastify's default body limit (1 MiB), which the server keeps unless told otherwise. */
 export const DEFAULT_BODY_LIMIT = 1 << 20;
 
+/** How long after the grace period the connections still open are closed: time for the sessions' last events. */
+const CLOSE_MARGIN_MS = 2000;
+
 /** Routes that answer without the API key: a load balancer's health probe has none. */
 const OPEN_ROUTES = new Set(["/health"]);
 
@@ -59,17 +62,27 @@ export const qwenguardPlugin: FastifyPluginAsync<QwenguardServerOptions> = async
     const resolved = resolveServerOptions(options);
     const metrics = new ServerMetrics();
     const state: QwenguardState = {
-        service: new GuardService({...options, maxQueue: resolved.maxQueue}, metrics),
+        service: new GuardService({...options, maxQueue: resolved.maxQueue, maxSessionTokens: resolved.maxSessionTokens}, metrics),
         metrics, options: resolved, sessions: new Set(), closing: false, maxPendingBytes: app.initialConfig.bodyLimit ?? DEFAULT_BODY_LIMIT
     };
     app.decorate("qwenguard", state);
 
+    let graceOver: NodeJS.Timeout | undefined;
+    let ending: Promise<unknown> | null = null;
+    // (two preClose hooks call it: this plugin's and the WebSocket plugin's, which must not close sockets before it is done)
     const endSessions = async () => {
-        state.closing = true;
-        await Promise.allSettled([...state.sessions].map((session) => session.shutdown()));
+        if (ending == null) {
+            state.closing = true;
+            // live sessions are told to end when the grace period is over; connections still open a moment after that
+            // (time for those last events) are cut, so that close() always ends
+            graceOver = setTimeout(() => app.server.closeAllConnections(), resolved.shutdownGrace + CLOSE_MARGIN_MS).unref();
+            ending = Promise.allSettled([...state.sessions].map((session) => session.shutdown()));
+        }
+        await ending;
     };
     app.addHook("preClose", endSessions);
     app.addHook("onClose", async () => {
+        clearTimeout(graceOver);
         await state.service.close(resolved.shutdownGrace);
     });
 
@@ -120,6 +133,8 @@ export const qwenguardPlugin: FastifyPluginAsync<QwenguardServerOptions> = async
         return payload;
     });
     app.addHook("onResponse", async (request, reply) => {
+        if (state.closing)
+            request.raw.socket?.end(); // a keep-alive connection whose answer ended during close would hold close() up
         const route = request.routeOptions.url ?? "unmatched";
         metrics.requests.inc({route, method: request.method, status: String(reply.statusCode)});
         metrics.latency.observe({route}, reply.elapsedTime / 1000);

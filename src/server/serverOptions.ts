@@ -25,6 +25,11 @@ export interface QwenguardServerOptions {
     parallel?: number,
     /** Stream: sessions at once, live streams and one-shot judgements together; default 8. */
     maxSessions?: number,
+    /**
+     * Stream: most tokens one session may hold (conversation and response), so that one client cannot fill the KV cells
+     * all sessions share; default: half of the context when it has more than one session, else all of it.
+     */
+    maxSessionTokens?: number,
     /** Work that may wait for a busy model (per model) before the server answers 429; default 64. */
     maxQueue?: number,
     /** The default policy of requests that name none; default `"strict"`. */
@@ -44,6 +49,12 @@ export interface QwenguardServerOptions {
     upstreamTimeout?: number,
     /** Milliseconds a live stream session may stay without a message from its client; default 300,000. */
     streamIdleTimeout?: number,
+    /**
+     * Web origins (`https://app.example.com`, or `*`) whose pages may open live stream sessions. A browser says which
+     * page opens a WebSocket (`Origin`); without this, a page on any site could use a guard on the user's machine.
+     * Clients outside a browser send no Origin and are not affected. Default: none.
+     */
+    allowOrigins?: readonly string[],
     /** Milliseconds the server waits at close for the work in flight before it frees the models; default 10,000. */
     shutdownGrace?: number
 }
@@ -51,6 +62,8 @@ export interface QwenguardServerOptions {
 /** The server's options with defaults filled in and values checked. */
 export interface ResolvedServerOptions {
     maxQueue: number,
+    /** null: the default, decided once the Stream model is loaded. */
+    maxSessionTokens: number | null,
     policy: ResolvedServerPolicy,
     mode: GenMode,
     apiKey: string | null,
@@ -58,6 +71,7 @@ export interface ResolvedServerOptions {
     upstreamKey: string | null,
     upstreamTimeout: number,
     streamIdleTimeout: number,
+    allowOrigins: readonly string[],
     shutdownGrace: number
 }
 
@@ -82,6 +96,7 @@ export function resolveServerOptions(options: QwenguardServerOptions): ResolvedS
     }
     return {
         maxQueue: integerOption("maxQueue", options.maxQueue ?? 64, 0, 1 << 20),
+        maxSessionTokens: options.maxSessionTokens == null ? null : integerOption("maxSessionTokens", options.maxSessionTokens, 16, 1 << 22),
         policy,
         mode: oneOfOption<GenMode>("mode", options.mode ?? "score", ["score", "generate"]),
         apiKey: options.apiKey == null ? null : stringOption("apiKey", options.apiKey),
@@ -89,6 +104,7 @@ export function resolveServerOptions(options: QwenguardServerOptions): ResolvedS
         upstreamKey: options.upstreamKey == null ? null : stringOption("upstreamKey", options.upstreamKey),
         upstreamTimeout: integerOption("upstreamTimeout", options.upstreamTimeout ?? 60_000, 1, MAX_TIMEOUT),
         streamIdleTimeout: integerOption("streamIdleTimeout", options.streamIdleTimeout ?? 300_000, 1, MAX_TIMEOUT),
+        allowOrigins: origins(options.allowOrigins),
         shutdownGrace: integerOption("shutdownGrace", options.shutdownGrace ?? 10_000, 0, MAX_TIMEOUT)
     };
 }
@@ -109,4 +125,12 @@ function upstreamUrl(value: unknown): URL {
         url.pathname = "/v1";
     url.pathname = url.pathname.replace(/\/+$/, "");
     return url;
+}
+
+function origins(value: unknown): readonly string[] {
+    if (value == null)
+        return [];
+    if (!Array.isArray(value) || value.some((origin) => typeof origin !== "string" || !(origin === "*" || /^https?:\/\/[^/]+$/.test(origin))))
+        throw new TypeError(`Expected an array of origins ("https://host[:port]" or "*") for "allowOrigins" but received ${describeValue(value)}`);
+    return value as string[];
 }

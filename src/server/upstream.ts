@@ -5,6 +5,10 @@ import type {ResolvedServerOptions} from "./serverOptions.js";
 
 /** Most characters of one server-sent event (or an unterminated line) read from the upstream. */
 const MAX_EVENT_CHARS = 8 << 20;
+/** Most bytes of an upstream answer that is not streamed (a whole chat completion). */
+const MAX_ANSWER_BYTES = 64 << 20;
+/** Most bytes of an upstream error body read (for its message). */
+const MAX_ERROR_BYTES = 64 << 10;
 
 /** The upstream's part of the options. */
 type UpstreamOptions = Pick<ResolvedServerOptions, "upstream" | "upstreamKey" | "upstreamTimeout" | "apiKey">;
@@ -28,7 +32,7 @@ export function upstreamAuthorization(options: UpstreamOptions, clientAuthorizat
  */
 export async function postUpstream(options: UpstreamOptions, path: string, body: unknown, clientAuthorization: string | undefined,
     signal: AbortSignal): Promise<Response> {
-    const url = `${options.upstream!.href.replace(/\/$/, "")}${path}`;
+    const url = upstreamUrl(options, path);
     const authorization = upstreamAuthorization(options, clientAuthorization);
     // the timeout covers the wait for the answer's headers; the body's chunks each have their own (readUpstreamChunks)
     const timeout = new AbortController();
@@ -40,13 +44,13 @@ export async function postUpstream(options: UpstreamOptions, path: string, body:
             headers: {"content-type": "application/json", accept: "application/json, text/event-stream", ...(authorization != null ? {authorization} : {})}
         });
     } catch (error) {
-        throw fetchError(error, url, options.upstreamTimeout, timeout.signal);
+        throw fetchError(error, signal, options.upstreamTimeout, timeout.signal);
     } finally {
         clearTimeout(timer);
     }
     if (response.ok)
         return response;
-    const text = await response.text().catch(() => "");
+    const text = await readText(response, options, signal, MAX_ERROR_BYTES, true).catch(() => "");
     const upstreamError = parseErrorBody(text);
     if (response.status >= 400 && response.status < 500)
         throw new ApiError(response.status, upstreamError?.message ?? (text.slice(0, 500) || `the upstream answered ${response.status}`),
@@ -62,7 +66,7 @@ export async function postUpstream(options: UpstreamOptions, path: string, body:
 export async function fetchUpstreamModels(options: UpstreamOptions, clientAuthorization: string | undefined): Promise<unknown[]> {
     const authorization = upstreamAuthorization(options, clientAuthorization);
     try {
-        const response = await fetch(`${options.upstream!.href.replace(/\/$/, "")}/models`, {
+        const response = await fetch(upstreamUrl(options, "/models"), {
             signal: AbortSignal.timeout(Math.min(options.upstreamTimeout, 5000)),
             headers: authorization != null ? {authorization} : {}
         });
@@ -70,6 +74,44 @@ export async function fetchUpstreamModels(options: UpstreamOptions, clientAuthor
         return response.ok && Array.isArray(body.data) ? body.data : [];
     } catch {
         return [];
+    }
+}
+
+/**
+ * The upstream's answer that was not streamed, as JSON: each read waits at most `upstreamTimeout`, and the body may be
+ * at most 64 MiB.
+ * @throws ApiError (502) for a body that is too large or not JSON; (504) for one that stalls
+ */
+export async function readUpstreamJson(response: Response, options: UpstreamOptions, signal: AbortSignal): Promise<unknown> {
+    const text = await readText(response, options, signal, MAX_ANSWER_BYTES, false);
+    try {
+        return JSON.parse(text);
+    } catch (error) {
+        throw new ApiError(502, `The upstream's answer is not JSON: ${(error as Error).message}`, "upstream_error", "upstream_malformed");
+    }
+}
+
+/** A body as text, read within the timeout per read; over `maxBytes` it fails, or (`truncate`) ends there. */
+async function readText(response: Response, options: UpstreamOptions, signal: AbortSignal, maxBytes: number, truncate: boolean): Promise<string> {
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    let bytes = 0;
+    try {
+        for (;;) {
+            const {done, value} = await readWithin(reader as ReadableStreamDefaultReader<Uint8Array>, options.upstreamTimeout, signal);
+            if (done)
+                return text + decoder.decode();
+            bytes += value.byteLength;
+            if (bytes > maxBytes) {
+                if (truncate)
+                    return text;
+                throw new ApiError(502, `The upstream's answer is over ${maxBytes} bytes`, "upstream_error", "upstream_malformed");
+            }
+            text += decoder.decode(value, {stream: true});
+        }
+    } finally {
+        await reader.cancel().catch(() => undefined);
     }
 }
 
@@ -140,10 +182,10 @@ export async function* readUpstreamChunks(response: Response, options: UpstreamO
 }
 
 /** One read, failing with a 504 when nothing arrives within `timeoutMs`. */
-async function readWithin(reader: ReadableStreamDefaultReader<string>, timeoutMs: number, signal: AbortSignal): Promise<ReadableStreamReadResult<string>> {
+async function readWithin<T>(reader: ReadableStreamDefaultReader<T>, timeoutMs: number, signal: AbortSignal): Promise<ReadableStreamReadResult<T>> {
     let timer: NodeJS.Timeout | undefined;
     const quiet = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new ApiError(504, `The upstream sent nothing for ${timeoutMs} ms mid-stream`, "upstream_error", "upstream_timeout")), timeoutMs);
+        timer = setTimeout(() => reject(new ApiError(504, `The upstream sent nothing for ${timeoutMs} ms mid-answer`, "upstream_error", "upstream_timeout")), timeoutMs);
     });
     try {
         return await Promise.race([reader.read(), quiet]);
@@ -172,10 +214,20 @@ function parseErrorBody(text: string): {message?: string, type?: string, code?: 
     }
 }
 
-function fetchError(error: unknown, url: string, timeoutMs: number, timeout: AbortSignal): ApiError {
+/** The URL of an upstream path: the base URL's path, then `path` (its query, if any, kept). */
+function upstreamUrl(options: UpstreamOptions, path: string): URL {
+    const url = new URL(options.upstream!.href);
+    url.pathname = url.pathname.replace(/\/+$/, "") + path;
+    return url;
+}
+
+// (the upstream's address is the operator's business: the client hears what went wrong, not where)
+function fetchError(error: unknown, signal: AbortSignal, timeoutMs: number, timeout: AbortSignal): unknown {
+    if (signal.aborted)
+        return signal.reason;
     if (timeout.aborted)
-        return new ApiError(504, `The upstream LLM server at ${url} did not answer within ${timeoutMs} ms`, "upstream_error", "upstream_timeout");
-    return new ApiError(502, `The upstream LLM server at ${url} could not be reached: ${describeCause(error)}`, "upstream_error", "upstream_unreachable");
+        return new ApiError(504, `The upstream LLM server did not answer within ${timeoutMs} ms`, "upstream_error", "upstream_timeout");
+    return new ApiError(502, `The upstream LLM server could not be reached: ${describeCause(error)}`, "upstream_error", "upstream_unreachable");
 }
 
 /** fetch's errors put the reason (ECONNREFUSED, a reset) in `cause`. */

@@ -14,6 +14,14 @@ export interface CommittedToken {
  */
 const heldBackPieces = 2;
 
+/**
+ * Most characters held back. A pre-token can be any length (a run of letters, of punctuation, of spaces): past this,
+ * the text is committed anyway, cut between two characters (never inside a surrogate pair or before a combining mark),
+ * so that a hostile stream cannot make every push re-scan an ever-growing tail or hold unjudged text without end. Only
+ * such a run (over 4,096 characters without a break) is then tokenized differently from the whole text.
+ */
+export const MAX_HELD_BACK_CHARS = 4096;
+
 const utf8 = new TextEncoder();
 
 /**
@@ -36,7 +44,9 @@ export class IncrementalTokenizer {
     /** Appends a chunk; returns the tokens that became stable. */
     push(chunk: string): CommittedToken[] {
         this.pending += chunk;
-        const boundary = this.stableBoundary();
+        let boundary = this.stableBoundary();
+        if (this.pending.length - boundary > MAX_HELD_BACK_CHARS)
+            boundary = Math.max(boundary, forcedCut(this.pending));
         return boundary > 0 ? this.commit(boundary) : [];
     }
 
@@ -88,6 +98,18 @@ export class IncrementalTokenizer {
         this.committed += given.length;
         return tokens;
     }
+}
+
+/**
+ * Where to cut a tail that is held back too long: 64 characters before its end, moved back to a character that NFC
+ * never joins to the one before (not a low surrogate, a combining mark or a conjoining Hangul vowel or final).
+ */
+function forcedCut(text: string): number {
+    const joins = (code: number, char: string) => (code >= 0xdc00 && code <= 0xdfff) || (code >= 0x1160 && code <= 0x11ff) || /\p{M}/u.test(char);
+    let cut = text.length - 64;
+    while (cut > 0 && joins(text.charCodeAt(cut), text[cut]))
+        cut--;
+    return cut;
 }
 
 /** For each UTF-8 byte of the text (and one past the end), the UTF-16 offset of the character it belongs to. */

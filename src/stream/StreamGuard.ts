@@ -74,7 +74,12 @@ export interface StreamSessionOptions {
     /** Score the response's own `<think>…</think>` reasoning too; default false. */
     thinking?: boolean,
     /** Default `"strict"`. */
-    policy?: PolicyOption
+    policy?: PolicyOption,
+    /**
+     * Most tokens the session may hold (the conversation, the assistant header and the response), so that one session
+     * cannot fill the KV cells all sessions share; default and at most {@link StreamGuard.sessionTokenLimit}.
+     */
+    maxTokens?: number
 }
 
 export interface StreamModerationReport {
@@ -192,7 +197,8 @@ export class StreamGuard {
             throw new TypeError('Expected "messages" to end with a user message (the turn the response answers)');
         const thinking = booleanOption("thinking", options.thinking ?? false);
         const policy = resolvePolicy(options.policy);
-        const session = await StreamSession._open(this, messages, thinking, policy);
+        const maxTokens = options.maxTokens == null ? null : integerOption("maxTokens", options.maxTokens, 1, 1 << 30);
+        const session = await StreamSession._open(this, messages, thinking, policy, maxTokens);
         this.sessions.add(session);
         return session;
     }
@@ -202,7 +208,7 @@ export class StreamGuard {
      * message follows it, the response report (every token scored, the decision rule applied).
      * @throws TypeError when anything but one assistant message (the response) follows the last user message
      */
-    async moderate(messages: Message[], options: {thinking?: boolean, policy?: PolicyOption} = {}): Promise<StreamModerationReport> {
+    async moderate(messages: Message[], options: {thinking?: boolean, policy?: PolicyOption, maxTokens?: number} = {}): Promise<StreamModerationReport> {
         const checked = validateMessages(messages);
         const lastUser = checked.map((message) => message.role).lastIndexOf("user");
         if (lastUser < 0)

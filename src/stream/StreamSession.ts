@@ -38,7 +38,11 @@ export class StreamSession {
         private readonly sequence: number,
         readonly promptVerdict: Verdict,
         readonly policy: ResolvedPolicy,
-        promptLength: number
+        promptLength: number,
+        /** Most tokens the session may hold (conversation, header and response). */
+        readonly tokenLimit: number,
+        /** Where the limit comes from, for error messages. */
+        private readonly limitSource: string
     ) {
         const model = guard._model;
         this.tokenizer = new IncrementalTokenizer(guard._tokenize, (token) => model.tokenBytes(token).length);
@@ -48,15 +52,16 @@ export class StreamSession {
     }
 
     /** @internal */
-    static async _open(guard: StreamGuard, messages: Message[], thinking: boolean, policy: ResolvedPolicy): Promise<StreamSession> {
+    static async _open(guard: StreamGuard, messages: Message[], thinking: boolean, policy: ResolvedPolicy, maxTokens: number | null): Promise<StreamSession> {
         const tokenize = guard._tokenize;
         const prompt = tokenizeSegments(streamPromptSegments(messages), tokenize);
         const header = tokenizeSegments(streamAssistantHeaderSegments(thinking), tokenize);
         const total = prompt.length + header.length;
-        if (total > guard.sessionTokenLimit)
+        const [limit, source] = maxTokens != null && maxTokens < guard.sessionTokenLimit ? [maxTokens, `maxTokens ${maxTokens}`]
+            : [guard.sessionTokenLimit, `contextSize ${guard.options.contextSize}, model context ${guard.info.trainContextSize}`];
+        if (total > limit)
             throw new ContextLimitError(`The conversation is ${prompt.length} tokens (+${header.length} for the assistant header), ` +
-                `over the session limit of ${guard.sessionTokenLimit} tokens (contextSize ${guard.options.contextSize}, ` +
-                `model context ${guard.info.trainContextSize})`, total, guard.sessionTokenLimit);
+                `over the session limit of ${limit} tokens (${source})`, total, limit);
 
         const sequence = guard._context.acquireSequence();
         try {
@@ -67,7 +72,7 @@ export class StreamSession {
                 heads: AddonHead.query
             });
             const [promptVerdict] = headVerdicts(result.query!, guard.labels.query);
-            return new StreamSession(guard, sequence, promptVerdict, policy, total);
+            return new StreamSession(guard, sequence, promptVerdict, policy, total, limit, source);
         } catch (error) {
             guard._context.releaseSequence(sequence);
             throw error;
@@ -214,15 +219,14 @@ export class StreamSession {
     private async score(tokens: CommittedToken[], end: number): Promise<TokenVerdict[]> {
         if (tokens.length === 0)
             return [];
-        const limit = this.guard.sessionTokenLimit;
+        const limit = this.tokenLimit;
         if (this.length + tokens.length > limit) {
             // what fits is scored first (its verdicts and any flag are in the session), then the rest is refused
             const room = Math.max(0, limit - this.length);
             const wanted = this.length + tokens.length;
             if (room > 0)
                 await this.score(tokens.slice(0, room), tokens[room].offset);
-            throw new ContextLimitError(`The session would hold ${wanted} tokens, over its limit of ${limit} ` +
-                `(contextSize ${this.guard.options.contextSize}, model context ${this.guard.info.trainContextSize}); ` +
+            throw new ContextLimitError(`The session would hold ${wanted} tokens, over its limit of ${limit} (${this.limitSource}); ` +
                 `the first ${room} of these ${tokens.length} response tokens were scored (see the session's tokens and flag), ` +
                 `the other ${tokens.length - room} were not`, wanted, limit);
         }

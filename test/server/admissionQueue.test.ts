@@ -50,6 +50,29 @@ t.test("a waiter whose signal aborts leaves the queue; run gives the slot back w
     only();
 });
 
+t.test("acquireMany takes its slots together, first come first served; a large waiter that leaves lets the next in", async (t) => {
+    const queue = new AdmissionQueue("Stream model", 3, 4);
+    const one = await queue.acquire();
+    const order: string[] = [];
+    const controller = new AbortController();
+    const three = queue.acquireMany(3, controller.signal);
+    const two = queue.acquireMany(2).then((releases) => (order.push("two"), releases));
+    const single = queue.acquire().then((release) => (order.push("single"), release));
+    await new Promise((resolve) => setImmediate(resolve));
+    t.same(order, [], "nobody overtakes the waiter at the head, though two slots are free");
+    controller.abort(new Error("gone"));
+    await t.rejects(three, {message: "gone"});
+    const releases = await two;
+    t.same(order, ["two"]);
+    t.equal(queue.active, 3);
+    one();
+    (await single)();
+    releases.forEach((release) => release());
+    t.same(order, ["two", "single"]);
+    t.equal(queue.active, 0);
+    await t.rejects(queue.acquireMany(4), {name: "RangeError", message: "4 slots are asked of the Stream model, which has 3"});
+});
+
 t.test("the API key check", async (t) => {
     const check = bearerKeyCheck("s3cret-key");
     t.equal(check("Bearer s3cret-key"), true);

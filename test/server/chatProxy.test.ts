@@ -39,6 +39,25 @@ const scripts: Record<string, (request: UpstreamRequest, response: http.ServerRe
         contentChunk("Mix flour", 0), contentChunk("Sure:", 1), contentChunk(" and water", 0), contentChunk(" bomb", 1),
         contentChunk(" then bake", 0), contentChunk(" poison now", 1), contentChunk(" it.", 0), contentChunk(" more", 1)
     ], {delayMs: 5}),
+    "reasoning": (_request, response) => writeSse(response, [
+        {...contentChunk(""), choices: [{index: 0, delta: {role: "assistant", reasoning_content: "Let me think. Sure:"}, logprobs: null, finish_reason: null}]},
+        {...contentChunk(""), choices: [{index: 0, delta: {reasoning_content: " bomb"}, logprobs: null, finish_reason: null}]},
+        {...contentChunk(""), choices: [{index: 0, delta: {reasoning_content: " poison then"}, logprobs: null, finish_reason: null}]},
+        contentChunk("Mix flour and water."), contentChunk(" More.", 0, "stop")
+    ], {delayMs: 5}),
+    "parts-delta": (_request, response) => writeSse(response, [
+        {...contentChunk(""), choices: [{index: 0, delta: {content: [{type: "text", text: "Sure: bomb poison"}]}, logprobs: null, finish_reason: null}]}
+    ]),
+    "continue": (_request, response) => writeSse(response, [contentChunk(" poison, then"), contentChunk(" more words here."), contentChunk(" End.", 0, "stop")]),
+    "unsafe-first": (_request, response) => writeSse(response, [
+        {...contentChunk(""), choices: [{index: 0, delta: {role: "assistant", content: " bomb"}, logprobs: null, finish_reason: null}]},
+        contentChunk(" poison"), contentChunk(" and more text.")
+    ]),
+    "slow": (request, response) => answerWords(request, response, safeWords, {delayMs: 50, filler: 400}),
+    "stall-json": (_request, response) => {
+        response.writeHead(200, {"content-type": "application/json"});
+        response.write('{"id": "chatcmpl-upstream", "choices": [');
+    },
     "500": (_request, response) => {
         response.writeHead(500, {"content-type": "application/json"});
         response.end(JSON.stringify({error: {message: "model crashed", type: "server_error"}}));
@@ -167,6 +186,81 @@ t.test("two choices (n = 2) are judged each in their own session; a flag in one 
     t.same(last!.choices.map((choice) => choice.finish_reason), ["content_filter", "content_filter"]);
 });
 
+t.test("n > 1 takes its sessions together: more than the Stream model has is a 400, and two such answers never deadlock", async (t) => {
+    const small = await proxy(t, {models: [(await plantedModels()).stream], maxSessions: 2});
+    const reply = await postJson(`${small.server.url}/v1/chat/completions`, {model: "two-choices", messages, stream: true, n: 3});
+    t.same([reply.status, reply.body], [400, {error: {type: "invalid_request_error", param: "n", code: null,
+        message: 'Expected "n" to be at most 2, the sessions the Stream model judges at once (--max-sessions), but received 3'}}]);
+    // each needs both sessions: the second waits for the first, and both finish
+    const both = await Promise.all([0, 1].map(async () => {
+        let text = "";
+        for await (const chunk of await small.client.chat.completions.create({model: "two-choices", messages, stream: true, n: 2}))
+            text += chunk.choices.map((choice) => choice.delta?.content ?? "").join("");
+        return text;
+    }));
+    t.equal(both.length, 2, "both answers ended");
+    t.match(await (await fetch(`${small.server.url}/metrics`)).text(), /qwenguard_active\{model="stream"\} 0\n/, "and freed their sessions");
+});
+
+t.test("reasoning is judged with the answer; a delta the guard cannot read is not let through", async (t) => {
+    const chunks: OpenAI.ChatCompletionChunk[] = [];
+    for await (const chunk of await client.chat.completions.create({model: "reasoning", messages, stream: true}))
+        chunks.push(chunk);
+    const reasoning = chunks.map((chunk) => (chunk.choices[0]?.delta as {reasoning_content?: string} | undefined)?.reasoning_content ?? "").join("");
+    t.equal(reasoning, "Let me think. Sure:", "the reasoning stops before its unsafe span");
+    t.equal(chunks.map((chunk) => chunk.choices[0]?.delta?.content ?? "").join(""), "", "and the answer after it never comes");
+    t.equal(chunks[0].choices[0].delta.role, "assistant");
+    t.equal(chunks[chunks.length - 1].choices[0].finish_reason, "content_filter");
+
+    const parts = await client.chat.completions.create({model: "parts-delta", messages, stream: true});
+    const failure = await (async () => {
+        for await (const chunk of parts)
+            t.fail(`nothing is released: ${JSON.stringify(chunk)}`);
+    })().then(() => null, (error: unknown) => error);
+    t.match(failure, {error: {message: /^Expected a string or null for "choices\[0\]\.delta\.content" but received object/}});
+});
+
+t.test("a prefill the upstream continues is judged as the start of the answer, and not sent back", async (t) => {
+    const prefilled = [...messages, {role: "assistant" as const, content: "Sure: bomb"}];
+    const chunks: OpenAI.ChatCompletionChunk[] = [];
+    for await (const chunk of await client.chat.completions.create({model: "continue", messages: prefilled, stream: true}))
+        chunks.push(chunk);
+    t.equal(chunks.map((chunk) => chunk.choices[0]?.delta?.content ?? "").join(""), "", "the continuation completes the unsafe span: nothing of it");
+    t.match(chunks[chunks.length - 1], {choices: [{finish_reason: "content_filter"}], qwen3guard: {response: {stoppedAt: {offset: "Sure:".length}}}});
+    const refused = await postJson(`${main.url}/v1/chat/completions`, {model: "continue", messages: [...messages, {role: "assistant", content: "a"},
+        {role: "system", content: "b"}]});
+    t.match(refused.body, {error: {param: "messages", message: "Expected only assistant messages (a prefill of the answer) after the last user message, but received assistant, system"}});
+});
+
+t.test("a flag at the first token keeps the role of the first chunk", async (t) => {
+    const chunks: OpenAI.ChatCompletionChunk[] = [];
+    for await (const chunk of await client.chat.completions.create({model: "unsafe-first", messages, stream: true}))
+        chunks.push(chunk);
+    t.same(chunks.map((chunk) => chunk.choices.map((choice) => [choice.delta?.role ?? null, choice.delta?.content ?? null, choice.finish_reason])),
+        [[["assistant", null, null]], [[null, null, "content_filter"]]]);
+});
+
+t.test("close() ends a proxied stream in flight after the grace period, with a last error event", async (t) => {
+    const closing = await proxy(t, {shutdownGrace: 300});
+    const stream = await closing.client.chat.completions.create({model: "slow", messages, stream: true});
+    let text = "";
+    const reading = (async () => {
+        for await (const chunk of stream)
+            text += chunk.choices[0]?.delta?.content ?? "";
+    })().then(() => null, (error: unknown) => error);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const started = Date.now();
+    await closing.server.app.close();
+    t.ok(Date.now() - started < 3000, `close() took ${Date.now() - started} ms`);
+    t.match(await reading, {error: {code: "shutting_down", message: "The server is shutting down"}});
+    t.ok(text.length > 0 && (safeWords.join("") + " filler".repeat(400)).startsWith(text), "the judged text before it");
+});
+
+t.test("an answer that is not streamed must arrive within the timeout too", async (t) => {
+    t.match(await postJson(`${main.url}/v1/chat/completions`, {model: "stall-json", messages}), {status: 504,
+        body: {error: {code: "upstream_timeout", message: "The upstream sent nothing for 300 ms mid-answer"}}});
+});
+
 t.test("an answer that is not streamed is judged whole: Gen empties a flagged one, Stream keeps the text before the span", async (t) => {
     const completion = await client.chat.completions.create({model: "unsafe", messages});
     t.match(completion, {choices: [{message: {content: ""}, finish_reason: "content_filter"}], usage: {completion_tokens: unsafeWords.length},
@@ -231,7 +325,7 @@ t.test("upstream faults become a clear 502/504 or a last error event, never a hu
     t.match(await postJson(completions, {model: "hang", messages, stream: true}), {status: 504});
 
     for (const [name, code, message] of [
-        ["quiet mid-stream", "upstream_timeout", /sent nothing for 300 ms mid-stream/],
+        ["quiet mid-stream", "upstream_timeout", /sent nothing for 300 ms mid-answer/],
         ["cut mid-stream", "upstream_stream_cut", /stream (broke|ended before the answer was complete)/],
         ["malformed", "upstream_malformed", /not JSON: "\{not json"/],
         ["no [DONE]", "upstream_stream_cut", /ended before the answer was complete \(no \[DONE\] and 1 choice without a finish_reason\)/]

@@ -32,6 +32,7 @@ t.test("bad input is a 400 naming what was wrong", async (t) => {
         [{prompt: "x", targets: "all"}, "Invalid body.targets: it must be equal to one of the allowed values", "targets"],
         [{prompt: "x", tokens: true}, '"tokens" gives per-token verdicts of a Stream model, and the model is a Gen model', "tokens"],
         [{prompt: "x", tokens: "yes", model: "stream"}, "Invalid body.tokens: it must be boolean", "tokens"],
+        [{conversations: [{prompt: "x"}], tokens: true, model: "stream"}, '"tokens" gives per-token verdicts of one conversation: send "messages", not "conversations"', "tokens"],
         [{model: "stream", messages: [{role: "user", content: "q"}, {role: "assistant", content: "a"}, {role: "assistant", content: "b"}]},
             'Expected "messages" to end with a user message (prompt moderation) or with one assistant message after it (response moderation) but the last user message is followed by assistant, assistant',
             null]

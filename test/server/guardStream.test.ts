@@ -33,7 +33,8 @@ t.test("a bad message gets an error event naming what was wrong, and the socket 
         [[start, start], 'Expected one "start" message per connection', "type"],
         [[start, {type: "text", text: 5}], 'Expected a string for "text" but received number', "text"],
         [[start, {type: "tokens", ids: [1, -1]}], "Expected token ids between 0 and 151935 but ids[1] is -1", null],
-        [[start, {type: "pause"}], 'Expected "start", "text", "tokens" or "end" for "type" but received "pause"', "type"]
+        [[start, {type: "pause"}], 'Expected "start", "text", "tokens" or "end" for "type" but received "pause"', "type"],
+        [[start, {type: "text", text: "Hello"}, {type: "tokens", ids: [1]}], 'Expected "text" messages: this session\'s response came as text, and the two do not mix', "type"]
     ];
     for (const [messages, message, param] of table) {
         const client = await StreamClient.connect(t, server.url);
@@ -131,6 +132,23 @@ t.test("idle clients and clients that flood the server are cut off; the others a
     const huge = await open(t, strict.url);
     huge.send({type: "text", text: "x".repeat(5000)});
     t.equal((await huge.closed).code, 1009, "a message over the body limit");
+});
+
+t.test("pages of other sites may not open sessions; allowed origins and clients outside a browser may", async (t) => {
+    const refused: unknown = await StreamClient.connect(t, server.url, {origin: "https://evil.example"}).then(() => null, (error: unknown) => error);
+    t.match(refused, {status: 403, body: {error: {code: "origin_not_allowed",
+        message: 'A page from "https://evil.example" may not open stream sessions here: the server allows no web origins (see --allow-origin)'}}});
+    const open_ = await startServer(t, {models: [(await plantedModels()).stream], allowOrigins: ["https://app.example"]});
+    const allowed = await StreamClient.connect(t, open_.url, {origin: "https://app.example"});
+    allowed.send({type: "start", messages: ask});
+    t.match(await allowed.next("prompt"), {verdict: {level: "Safe"}});
+});
+
+t.test("one session holds at most half the shared context by default (--max-session-tokens)", async (t) => {
+    const small = await startServer(t, {models: [(await plantedModels()).stream], contextSize: 256, maxSessions: 2});
+    const client = await open(t, small.url);
+    client.send({type: "text", text: "word ".repeat(200)});
+    t.match(await client.next("error"), {error: {code: "context_length_exceeded", message: /over its limit of 128 \(maxTokens 128\)/}});
 });
 
 t.test("without a Stream model the upgrade is refused with a 400", async (t) => {

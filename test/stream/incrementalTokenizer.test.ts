@@ -1,6 +1,7 @@
 import t from "tap";
 import type {Test} from "tap";
 import {IncrementalTokenizer} from "../../src/index.js";
+import {MAX_HELD_BACK_CHARS} from "../../src/stream/IncrementalTokenizer.js";
 import {addedTokenIds, plainTextTokenizer} from "../../src/conversation/plainText.js";
 import {readGguf} from "../../gguf/index.js";
 import {convertedFixture, loadStreamModel, seededRandom} from "../native/streamTestKit.js";
@@ -75,4 +76,29 @@ t.test("text not in NFC: the tokens of its NFC form, offsets in the text as give
     t.equal(pieces.join(""), decomposed, "the offsets cut the text as given");
     t.equal(pieces[pieces.length - 1], " bar", "\" bar\" starts at 6 in the text as given (5 in its NFC form)");
     t.notSame(Array.from(tokenize(decomposed, false)), Array.from(tokenize("Café bar", false)), "llama.cpp alone would tokenize them differently");
+});
+
+t.test("a run without a break is held back at most MAX_HELD_BACK_CHARS: then committed, never cut inside a character", async (t) => {
+    const model = await convertedFixture(t as unknown as Test, "planted-stream", "F32", "f32");
+    const native = await loadStreamModel(t, model);
+    const tokenize = plainTextTokenizer((text, special) => native.tokenize(text, special), addedTokenIds(await readGguf(model.modelPath)));
+    for (const unit of ["a", "!", " ", "😀", "e\u0301"]) {
+        const tokenizer = new IncrementalTokenizer(tokenize, (id) => native.tokenBytes(id).length);
+        let committed = 0;
+        let text = "";
+        for (let i = 0; i < 3000; i++) {
+            text += unit.repeat(5);
+            committed += tokenizer.push(unit.repeat(5)).length;
+            t.ok(tokenizer.heldBack.length <= MAX_HELD_BACK_CHARS + 5 * unit.length, `${JSON.stringify(unit)}: held back ${tokenizer.heldBack.length}`);
+            if (tokenizer.heldBack.length > MAX_HELD_BACK_CHARS + 5 * unit.length)
+                break;
+        }
+        t.ok(committed > 0, `${JSON.stringify(unit)}: tokens were committed (${committed})`);
+        const start = tokenizer.committedLength;
+        t.equal(text.slice(start), tokenizer.heldBack, "what is held back is the text's end");
+        t.notOk(/^[\udc00-\udfff\u0300-\u036f]/.test(tokenizer.heldBack), "it does not start inside a character");
+        tokenizer.finish();
+    }
+    const normal = new IncrementalTokenizer(tokenize, (id) => native.tokenBytes(id).length);
+    t.same(normal.push("Hello, world! How are you?").map(({id}) => id).length > 0, true, "ordinary text is not affected");
 });

@@ -5,17 +5,18 @@ import type {JudgeResult} from "../../moderation/Judge.js";
 import {streamPromptResult, streamPromptRule} from "../../moderation/judgeResults.js";
 import {chatConversation, contentText, upToLastUser} from "../../openai/chatMessages.js";
 import {CONTENT_FILTER, guardChatStream} from "../../openai/guardChatStream.js";
-import type {ChatChunkLike, ChoiceSession} from "../../openai/guardChatStream.js";
-import {ApiError} from "../ApiError.js";
+import type {ChatChunkLike} from "../../openai/guardChatStream.js";
+import {ApiError, ClientClosedError} from "../ApiError.js";
 import {apiErrorOf} from "../errorReply.js";
 import type {GuardService, HeldSession} from "../GuardService.js";
 import type {QwenguardState} from "../qwenguardPlugin.js";
 import type {ResolvedServerPolicy} from "../serverPolicy.js";
-import {postUpstream, readUpstreamChunks} from "../upstream.js";
-import {assertReady, checked, clientGone, requestPolicy, responseId} from "./routeKit.js";
+import {postUpstream, readUpstreamChunks, readUpstreamJson} from "../upstream.js";
+import {assertReady, checked, clientGone, judgeAll, requestPolicy, responseId} from "./routeKit.js";
 
-/** Most characters of answer text buffered for a Gen-only guard of a streamed answer (judged whole at its end). */
+/** Most characters and chunks of an answer buffered for a Gen-only guard of a streamed answer (judged whole at its end). */
 const MAX_BUFFERED_ANSWER_CHARS = 4 << 20;
+const MAX_BUFFERED_ANSWER_CHUNKS = 200_000;
 
 const chatBody = {
     type: "object",
@@ -41,6 +42,8 @@ interface ChatBody {
 interface ProxyContext {
     state: QwenguardState,
     conversation: Message[],
+    /** The assistant text the answer continues (a prefill), judged as its start. */
+    responsePrefix: string,
     policy: ResolvedServerPolicy,
     prompt: JudgeResult,
     /** Aborts the upstream request. */
@@ -63,56 +66,75 @@ export async function chatProxyRoutes(app: FastifyInstance): Promise<void> {
         assertReady(state);
         const body = request.body as ChatBody;
         const policy = requestPolicy(state, body.qwen3guard?.policy, "qwen3guard.policy");
-        const conversation = checked("messages", () => upToLastUser(chatConversation(body.messages)));
+        const {conversation, responsePrefix} = checked("messages", () => splitConversation(chatConversation(body.messages)));
+        const streaming = body.stream === true;
+        const choices = body.n ?? 1;
+        const live = streaming && state.service.stream != null;
+        if (live && choices > state.service.stream!.queue.slots)
+            throw ApiError.invalid(`Expected "n" to be at most ${state.service.stream!.queue.slots}, the sessions the Stream model judges at once ` +
+                `(--max-sessions), but received ${choices}`, "n");
         const signal = clientGone(reply);
         const upstream = new AbortController();
         signal.addEventListener("abort", () => upstream.abort(signal.reason), {once: true});
-        const streaming = body.stream === true;
 
-        const {prompt, held} = await judgePrompt(state.service, conversation, policy, streaming, state.options.mode, signal);
-        // a session opened for the answer is the stream's to close; until then (and if it never starts) the reply's
-        reply.raw.once("close", () => void held?.close());
+        const {prompt, held} = await judgePrompt(state.service, conversation, policy, live ? choices : 0, state.options.mode, signal);
+        // sessions opened for the answer are the stream's to close; until then (and if it never starts) the reply's
+        const closeHeld = () => Promise.allSettled(held.map(({close}) => close()));
+        reply.raw.once("close", () => void closeHeld());
         try {
             if (prompt.flagged) {
-                await held?.close();
+                await closeHeld();
                 return refusePrompt(reply, body, streaming, prompt);
             }
             const forwarded: Record<string, unknown> = {...body};
             delete forwarded.qwen3guard; // the guard's own options stay here
             const response = await postUpstream(state.options, "/chat/completions", forwarded, request.headers.authorization, upstream.signal);
-            const context: ProxyContext = {state, conversation, policy, prompt, upstream, signal};
+            const context: ProxyContext = {state, conversation, responsePrefix, policy, prompt, upstream, signal};
             if (!streaming)
                 return await judgedCompletion(context, response);
             const chunks = readUpstreamChunks(response, state.options, upstream.signal);
-            const events = held != null ? liveGuard(context, chunks, held) : bufferedGuard(context, chunks);
-            return sendEvents(reply, events);
+            const events = live ? liveGuard(context, chunks, held) : bufferedGuard(context, chunks);
+            return sendEvents(reply, events, state, upstream);
         } catch (error) {
-            await held?.close();
+            await closeHeld();
             throw error;
         }
     });
 }
 
 /**
- * The prompt verdict, and for a live-guarded stream the session its answer will be scored in (opened at the same
- * time: the Stream model reads the prompt once for both).
+ * What a request's answer is judged against: the conversation up to its last user message, and the text of the
+ * assistant messages after it (a prefill the upstream continues: judged as the start of the response).
  */
-async function judgePrompt(service: GuardService, conversation: Message[], policy: ResolvedServerPolicy, streaming: boolean,
-    mode: "score" | "generate", signal: AbortSignal): Promise<{prompt: JudgeResult, held: HeldSession | null}> {
-    const [gen, session] = await Promise.allSettled([
+function splitConversation(messages: Message[]): {conversation: Message[], responsePrefix: string} {
+    const conversation = upToLastUser(messages);
+    const after = messages.slice(conversation.length);
+    if (after.some((message) => message.role !== "assistant"))
+        throw new TypeError('Expected only assistant messages (a prefill of the answer) after the last user message, ' +
+            `but received ${after.map((message) => message.role).join(", ")}`);
+    return {conversation, responsePrefix: after.map((message) => message.content).join("")};
+}
+
+/**
+ * The prompt verdict, and for a live-guarded stream the sessions of its `sessions` choices (opened at the same time,
+ * their slots taken together: the Stream model reads the prompt in each).
+ */
+async function judgePrompt(service: GuardService, conversation: Message[], policy: ResolvedServerPolicy, sessions: number,
+    mode: "score" | "generate", signal: AbortSignal): Promise<{prompt: JudgeResult, held: HeldSession[]}> {
+    const [gen, opened] = await Promise.allSettled([
         service.gen != null ? service.judge(service.gen, conversation, policy, mode, "last", false, signal) : null,
-        streaming && service.stream != null ? service.openSession(conversation, policy, false, "proxy", signal) : null
+        sessions > 0 ? service.openSessions(conversation, policy, false, "proxy", sessions, signal) : []
     ]);
-    if (gen.status === "rejected" || session.status === "rejected") {
-        if (session.status === "fulfilled")
-            await session.value?.close();
-        throw gen.status === "rejected" ? gen.reason : (session as PromiseRejectedResult).reason;
+    if (gen.status === "rejected" || opened.status === "rejected") {
+        if (opened.status === "fulfilled")
+            await Promise.allSettled(opened.value.map(({close}) => close()));
+        throw gen.status === "rejected" ? gen.reason : (opened as PromiseRejectedResult).reason;
     }
-    const held = session.value;
+    const held = opened.value;
     if (gen.value != null)
         return {prompt: gen.value.prompt!, held};
-    if (held != null)
-        return {prompt: streamPromptResult(held.session.promptVerdict, streamPromptRule(policy.gen)), held};
+    if (held.length > 0)
+        return {prompt: streamPromptResult(held[0].session.promptVerdict, streamPromptRule(policy.gen)), held};
     return {prompt: (await service.judge(service.stream!, conversation, policy, mode, "last", false, signal)).prompt!, held};
 }
 
@@ -136,40 +158,58 @@ function refusePrompt(reply: FastifyReply, body: ChatBody, streaming: boolean, p
     })());
 }
 
-/** An answer that was not streamed, judged whole: a flagged choice keeps only the text before the unsafe span (Stream) or none (Gen). */
-async function judgedCompletion({state, conversation, policy, prompt, signal}: ProxyContext, response: Response): Promise<Record<string, unknown>> {
-    let completion: {choices?: Array<{index?: number, message?: Record<string, unknown>, finish_reason?: string | null}>, [key: string]: unknown};
-    try {
-        completion = await response.json() as typeof completion;
-    } catch (error) {
-        throw new ApiError(502, `The upstream's answer is not JSON: ${(error as Error).message}`, "upstream_error", "upstream_malformed");
-    }
+/**
+ * An answer that was not streamed, judged whole (its reasoning, then its content, after any prefill): a flagged choice
+ * keeps only the text before the unsafe span (Stream) or none (Gen), and no tool calls.
+ */
+async function judgedCompletion({state, conversation, responsePrefix, policy, prompt, signal}: ProxyContext, response: Response): Promise<Record<string, unknown>> {
+    const completion = await readUpstreamJson(response, state.options, signal) as {choices?: Array<{message?: Record<string, unknown>, finish_reason?: string | null}>};
+    if (completion == null || typeof completion !== "object")
+        throw new ApiError(502, "The upstream's answer is not a chat completion object", "upstream_error", "upstream_malformed");
     const {service} = state;
     const model = service.gen ?? service.stream!;
-    const choices = Array.isArray(completion?.choices) ? completion.choices : [];
-    const responses = await Promise.all(choices.map(async (choice) => {
-        const text = choice?.message != null ? contentText(choice.message.content, "choices[].message.content") : null;
-        if (text == null || text.length === 0)
+    const choices = Array.isArray(completion.choices) ? completion.choices : [];
+    const responses = await judgeAll(choices, model, async (choice) => {
+        const message = choice?.message;
+        if (message == null)
+            return null;
+        const fields = (["reasoning_content", "content", "refusal"] as const).map((field) => [field, contentText(message[field], `choices[].message.${field}`) ?? ""] as const);
+        const text = responsePrefix + fields.map(([, value]) => value).join("");
+        if (text.length === 0)
             return null;
         const {response: verdict} = await service.judge(model, [...conversation, {role: "assistant", content: text}], policy, state.options.mode,
             "last", false, signal);
         if (verdict?.flagged === true) {
-            const keep = verdict.stoppedAt?.offset ?? 0;
-            choice.message = {...choice.message, content: text.slice(0, keep)};
-            delete choice.message.tool_calls; // a cut answer does not act
+            // keep each field's text before the unsafe span (nothing, with Gen)
+            let offset = responsePrefix.length;
+            const stop = verdict.stoppedAt?.offset ?? 0;
+            const cut: Record<string, unknown> = {...message};
+            for (const [field, value] of fields) {
+                if (message[field] != null)
+                    cut[field] = value.slice(0, Math.max(0, stop - offset));
+                offset += value.length;
+            }
+            delete cut.tool_calls; // a cut answer does not act
+            delete cut.function_call;
+            choice.message = cut;
             choice.finish_reason = CONTENT_FILTER;
         }
         return verdict;
-    }));
+    });
     return {...completion, qwen3guard: {prompt, responses}};
 }
 
 /** A streamed answer through the Stream model: chunks released as they are judged, the stream cut at a flag. */
-async function* liveGuard({state, conversation, policy, prompt, upstream, signal}: ProxyContext, chunks: AsyncIterable<ChatChunkLike>,
-    first: HeldSession): AsyncGenerator<object> {
-    const choice = (held: HeldSession): ChoiceSession => ({session: held.session, close: held.close});
+async function* liveGuard({responsePrefix, prompt, upstream}: ProxyContext, chunks: AsyncIterable<ChatChunkLike>, held: HeldSession[]): AsyncGenerator<object> {
     const guarded = guardChatStream(chunks, {
-        openSession: async (index) => index === 0 ? choice(first) : choice(await state.service.openSession(conversation, policy, false, "proxy", signal)),
+        responsePrefix,
+        openSession: async (index) => {
+            const session = held[index];
+            if (session == null)
+                throw new ApiError(502, `The upstream sent choice ${index} of an answer of ${held.length} choice${held.length === 1 ? "" : "s"} (n)`,
+                    "upstream_error", "upstream_malformed");
+            return session;
+        },
         abort: () => upstream.abort(new Error("The guard stopped the answer"))
     });
     for await (const chunk of guarded) {
@@ -182,33 +222,30 @@ async function* liveGuard({state, conversation, policy, prompt, upstream, signal
  * A streamed answer with only a Gen model: held until it is complete (Gen judges whole texts), then released, or —
  * when flagged — replaced by its role chunk and a `content_filter` ending.
  */
-async function* bufferedGuard({state, conversation, policy, prompt, upstream, signal}: ProxyContext, chunks: AsyncIterable<ChatChunkLike>): AsyncGenerator<object> {
+async function* bufferedGuard({state, conversation, responsePrefix, policy, prompt, upstream, signal}: ProxyContext,
+    chunks: AsyncIterable<ChatChunkLike>): AsyncGenerator<object> {
     const held: ChatChunkLike[] = [];
     const texts = new Map<number, string>();
-    let total = 0;
+    let characters = 0;
     for await (const chunk of chunks) {
         held.push(chunk);
-        for (const choice of chunk.choices ?? []) {
-            const content = choice.delta?.content;
-            if (typeof content !== "string")
-                continue;
-            texts.set(choice.index, (texts.get(choice.index) ?? "") + content);
-            total += content.length;
-            if (total > MAX_BUFFERED_ANSWER_CHARS) {
-                upstream.abort(new Error("The answer is too long to buffer"));
-                throw new ApiError(502, `The answer is over ${MAX_BUFFERED_ANSWER_CHARS} characters, the most a Gen-only guard buffers: serve a Stream model to guard long streamed answers`,
-                    "upstream_error", "answer_too_long");
+        for (const choice of chunk.choices ?? [])
+            for (const field of ["reasoning_content", "content", "refusal"] as const) {
+                const text = contentText(choice.delta?.[field], `choices[${choice.index}].delta.${field}`) ?? "";
+                texts.set(choice.index, (texts.get(choice.index) ?? "") + text);
+                characters += text.length;
             }
+        if (characters > MAX_BUFFERED_ANSWER_CHARS || held.length > MAX_BUFFERED_ANSWER_CHUNKS) {
+            upstream.abort(new Error("The answer is too long to buffer"));
+            throw new ApiError(502, `The answer is over ${MAX_BUFFERED_ANSWER_CHARS} characters or ${MAX_BUFFERED_ANSWER_CHUNKS} chunks, the most a Gen-only ` +
+                "guard buffers: serve a Stream model to guard long streamed answers", "upstream_error", "answer_too_long");
         }
     }
     const gen = state.service.gen!;
-    const verdicts = new Map<number, JudgeResult>();
-    for (const [index, text] of texts) {
-        const {response} = await state.service.judge(gen, [...conversation, {role: "assistant", content: text}], policy, state.options.mode, "last", false, signal);
-        if (response != null)
-            verdicts.set(index, response);
-    }
-    const flagged = [...verdicts].find(([, verdict]) => verdict.flagged);
+    const answers = [...texts].filter(([, text]) => (responsePrefix + text).length > 0);
+    const verdicts = await judgeAll(answers, gen, async ([index, text]) => [index, (await state.service.judge(gen,
+        [...conversation, {role: "assistant", content: responsePrefix + text}], policy, state.options.mode, "last", false, signal)).response] as const);
+    const flagged = verdicts.find(([, verdict]) => verdict?.flagged === true);
     if (flagged == null) {
         yield* held;
         return;
@@ -227,20 +264,61 @@ async function* bufferedGuard({state, conversation, policy, prompt, upstream, si
     };
 }
 
-/** Sends events as server-sent events, then `[DONE]`; a failure mid-way becomes a last `{error}` event, as OpenAI sends them. */
-function sendEvents(reply: FastifyReply, events: AsyncIterable<object>) {
+/**
+ * Sends events as server-sent events, then `[DONE]`; a failure mid-way becomes a last `{error}` event, as OpenAI sends
+ * them. The stream is a live session of the server: at shutdown it has the grace period to end, then the upstream is
+ * aborted (a last error event). A client that stops reading for `upstreamTimeout` is cut off, so that it does not
+ * hold its Stream sessions and the upstream's slot.
+ */
+function sendEvents(reply: FastifyReply, events: AsyncIterable<object>, state?: QwenguardState, upstream?: AbortController) {
+    const iterator = events[Symbol.asyncIterator]();
+    let finished = false;
     const lines = async function* () {
         try {
-            for await (const event of events)
-                yield `data: ${JSON.stringify(event)}\n\n`;
+            for (;;) {
+                const {done, value} = await iterator.next();
+                if (done === true)
+                    break;
+                yield `data: ${JSON.stringify(value)}\n\n`;
+            }
             yield "data: [DONE]\n\n";
         } catch (error) {
             const {apiError, serverFault} = apiErrorOf(error);
             if (serverFault)
                 reply.log.error({err: error}, "proxied stream failed");
             yield `data: ${JSON.stringify(apiError.body())}\n\n`;
+        } finally {
+            finished = true;
+            await iterator.return?.();
         }
     };
+    const body = Readable.from(lines());
+    if (state != null) {
+        const stallMs = state.options.upstreamTimeout;
+        // the response backed up (the client's socket takes nothing more) for the whole timeout: the client is gone
+        let backedUpSince: number | null = null;
+        const watchdog = setInterval(() => {
+            if (!reply.raw.writableNeedDrain)
+                backedUpSince = null;
+            else if (backedUpSince == null)
+                backedUpSince = Date.now();
+            else if (Date.now() - backedUpSince >= stallMs)
+                body.destroy(new ClientClosedError(`The client read nothing for ${stallMs} ms`));
+        }, Math.min(1000, stallMs)).unref();
+        const live = {
+            shutdown: async () => {
+                const deadline = Date.now() + state.options.shutdownGrace;
+                while (!finished && Date.now() < deadline)
+                    await new Promise((resolve) => setTimeout(resolve, 20));
+                upstream?.abort(new ApiError(503, "The server is shutting down", "unavailable_error", "shutting_down"));
+            }
+        };
+        state.sessions.add(live);
+        reply.raw.once("close", () => {
+            state.sessions.delete(live);
+            clearInterval(watchdog);
+        });
+    }
     return reply.code(200).headers({"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no"})
-        .send(Readable.from(lines()));
+        .send(body);
 }

@@ -58,6 +58,8 @@ export async function guardRoutes(app: FastifyInstance): Promise<void> {
         const conversations = conversationsOf(body);
         if (body.tokens === true && model.variant !== "stream")
             throw ApiError.invalid('"tokens" gives per-token verdicts of a Stream model, and the model is a Gen model', "tokens");
+        if (body.tokens === true && body.conversations != null)
+            throw ApiError.invalid('"tokens" gives per-token verdicts of one conversation: send "messages", not "conversations"', "tokens");
         const signal = clientGone(reply);
         const results = await judgeAll(conversations, model, (messages) =>
             state.service.judge(model, messages, policy, body.mode ?? state.options.mode, body.targets ?? "both", body.tokens === true, signal));

@@ -4,7 +4,7 @@ import {validateMessages} from "../../conversation/messages.js";
 import type {Message} from "../../conversation/messages.js";
 import type {StreamSession} from "../../stream/StreamSession.js";
 import {streamPromptResult, streamPromptRule, streamResponseResult} from "../../moderation/judgeResults.js";
-import {ApiError} from "../ApiError.js";
+import {ApiError, ClientClosedError} from "../ApiError.js";
 import {apiErrorOf} from "../errorReply.js";
 import type {HeldSession} from "../GuardService.js";
 import type {LiveSession, QwenguardState} from "../qwenguardPlugin.js";
@@ -37,7 +37,12 @@ export async function guardStreamRoutes(app: FastifyInstance): Promise<void> {
     const state = app.qwenguard;
     app.get("/v1/guard/stream", {
         websocket: true,
-        preValidation: async () => {
+        preValidation: async (request) => {
+            const {origin} = request.headers;
+            const allowed = state.options.allowOrigins;
+            if (origin != null && !allowed.includes("*") && !allowed.includes(origin))
+                throw new ApiError(403, `A page from ${JSON.stringify(origin)} may not open stream sessions here: the server allows ` +
+                    (allowed.length === 0 ? "no web origins (see --allow-origin)" : allowed.join(", ")), "invalid_request_error", "origin_not_allowed");
             assertReady(state);
             if (state.service.stream == null)
                 throw new ApiError(400, "Live stream moderation needs a Stream model, and this server has none: start it with a Qwen3Guard-Stream model",
@@ -60,6 +65,8 @@ class StreamSocket implements LiveSession {
     private idle: NodeJS.Timeout | null = null;
     private ended = false;
     private wantTokens = false;
+    /** How the response comes: as text or as token ids (one or the other: their offsets do not mix). */
+    private input: "text" | "tokens" | null = null;
     private released = 0;
     private readonly id = responseId("guard-stream");
 
@@ -75,7 +82,8 @@ class StreamSocket implements LiveSession {
                     "invalid_request_error", "backlog_full"), CLOSE.tooBig);
                 return;
             }
-            this.touch();
+            if (this.opening == null || this.held != null)
+                this.touch(); // (while the session waits for a slot, the time is the server's, not the client's)
             const text = isBinary ? null : data.toString();
             this.work = this.work.then(async () => {
                 try {
@@ -88,8 +96,8 @@ class StreamSocket implements LiveSession {
                 }
             });
         });
-        socket.on("close", () => void this.dispose());
-        socket.on("error", () => void this.dispose());
+        socket.on("close", () => this.disposeLater());
+        socket.on("error", () => this.disposeLater());
     }
 
     /** The server is closing: the client hears how far its response was judged, then the socket closes (1001). */
@@ -121,6 +129,12 @@ class StreamSocket implements LiveSession {
         if (held == null)
             throw ApiError.invalid(`Expected a "start" message first but received ${JSON.stringify(message.type)}`, "type");
         const {session} = held;
+        if ((message.type === "text" || message.type === "tokens") && this.input !== message.type) {
+            if (this.input != null)
+                throw ApiError.invalid(`Expected "${this.input}" messages: this session's response came as ${this.input === "text" ? "text" : "token ids"}, ` +
+                    "and the two do not mix", "type");
+            this.input = message.type;
+        }
         if (message.type === "text") {
             if (typeof message.text !== "string")
                 throw ApiError.invalid(`Expected a string for "text" but received ${typeof message.text}`, "text");
@@ -186,7 +200,7 @@ class StreamSocket implements LiveSession {
         this.ended = true;
         this.summary(reason);
         this.socket.close(CLOSE.normal, reason);
-        void this.dispose();
+        this.disposeLater();
     }
 
     private summary(reason: EndReason): void {
@@ -213,7 +227,7 @@ class StreamSocket implements LiveSession {
         this.send({type: "error", error: apiError.body().error});
         const close = code ?? (apiError.statusCode === 429 ? CLOSE.tryLater : serverFault ? CLOSE.serverError : CLOSE.policy);
         this.socket.close(close, apiError.body().error.code ?? "error");
-        void this.dispose();
+        this.disposeLater();
     }
 
     private send(event: object): void {
@@ -230,11 +244,16 @@ class StreamSocket implements LiveSession {
         this.idle.unref();
     }
 
+    /** Frees the session in the background; a failure there is logged, never left unhandled. */
+    private disposeLater(): void {
+        this.dispose().catch((error: unknown) => this.log.error({err: error}, "freeing a stream session failed"));
+    }
+
     private async dispose(): Promise<void> {
         this.ended = true;
         if (this.idle != null)
             clearTimeout(this.idle);
-        this.opening?.abort(new Error("The client closed the connection"));
+        this.opening?.abort(new ClientClosedError());
         const held = this.held;
         this.held = null;
         await this.work.catch(() => undefined);

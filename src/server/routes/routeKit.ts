@@ -3,7 +3,7 @@ import type {FastifyReply} from "fastify";
 import {mapInOrder} from "../../moderation/mapInOrder.js";
 import type {GenGuard} from "../../gen/GenGuard.js";
 import type {StreamGuard} from "../../stream/StreamGuard.js";
-import {ApiError} from "../ApiError.js";
+import {ApiError, ClientClosedError} from "../ApiError.js";
 import type {GuardService, ServedModel} from "../GuardService.js";
 import type {QwenguardState} from "../qwenguardPlugin.js";
 import {resolveServerPolicy} from "../serverPolicy.js";
@@ -66,7 +66,7 @@ export function clientGone(reply: FastifyReply): AbortSignal {
     const controller = new AbortController();
     reply.raw.on("close", () => {
         if (!reply.raw.writableFinished)
-            controller.abort(new Error("The client closed the connection"));
+            controller.abort(new ClientClosedError());
     });
     return controller.signal;
 }
