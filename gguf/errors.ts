@@ -133,3 +133,15 @@ export class SafetensorsWriterStateError extends SafetensorsError {}
 
 /** Tensor data of another byte size than the tensor's dtype and shape require. */
 export class SafetensorsDataSizeError extends SafetensorsError {}
+
+/** A vocabulary llama.cpp's loader would abort on (repeated or empty token strings, token types out of range). */
+export class GgufVocabularyError extends GgufError {}
+
+/** Hyperparameters llama.cpp would abort on (a zero dimension, heads that do not divide, unknown or inconsistent keys). */
+export class GgufHyperparameterError extends GgufError {}
+
+/** A model tensor that is missing, unexpected, of the wrong shape or of a type llama.cpp cannot run. */
+export class GgufModelTensorError extends GgufError {}
+
+/** A Stream head file that does not belong to its backbone (another checkpoint's fingerprint, another hidden size). */
+export class GgufStreamHeadError extends GgufError {}

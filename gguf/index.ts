@@ -34,3 +34,4 @@ export type {
     GgufDescription, PairedFileDescription, Qwen3GuardVariant, StreamHeadDescription
 } from "./describe.js";
 export type {StreamHeadLabels} from "./convert/streamHead.js";
+export {checkLoadable, checkStreamHead, LOADABLE_ARCHITECTURES} from "./checkLoadable.js";

@@ -60,3 +60,8 @@ export {OPENAI_MODERATION_CATEGORIES, QWEN3GUARD_TO_OPENAI} from "./server/opena
 export type {OpenAiModerationCategory} from "./server/openaiCategories.js";
 export {guardChatStream, CONTENT_FILTER} from "./openai/guardChatStream.js";
 export type {ChatChunkLike, ChatStreamFlag, ChoiceSession, GuardChatStreamOptions, GuardChatStreamResult} from "./openai/guardChatStream.js";
+export {probeModel, assertLoadsSafely, UnloadableModelError} from "./probe/probeModel.js";
+export type {ProbeModelOptions, ProbeOutcome} from "./probe/probeModel.js";
+export {
+    checkLoadable, checkStreamHead, GgufError, GgufVocabularyError, GgufHyperparameterError, GgufModelTensorError, GgufStreamHeadError
+} from "../gguf/index.js";

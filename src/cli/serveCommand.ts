@@ -21,6 +21,7 @@ interface ServeCommandOptions {
     contextSize?: string,
     parallel?: string,
     maxSessions?: string,
+    isolateLoad?: boolean,
     maxSessionTokens?: string,
     idleTimeout: string,
     grace: string,
@@ -51,6 +52,7 @@ export function registerServeCommand(program: Command, setExitCode: (code: numbe
         .option("-t, --threads <n>", "CPU threads of each model")
         .option("--context-size <n>", "Gen: tokens per request; Stream: KV cells shared by its sessions")
         .option("--parallel <n>", "Gen: requests judged at once per target, in parallel sequences (default 1)")
+        .option("--isolate-load", "load each model in a child process first, for files you do not trust (a llama.cpp abort then fails the start, cleanly)")
         .option("--max-sessions <n>", "Stream: sessions at once, live and one-shot (default 8); more wait in the queue")
         .option("--max-session-tokens <n>", "Stream: most tokens one session holds (default: half of --context-size with more than one session)")
         .option("--idle-timeout <seconds>", "close a live stream session whose client sends nothing for this long", "300")
@@ -80,7 +82,7 @@ async function runServe(options: ServeCommandOptions): Promise<number> {
         policy: policyOf(options.policy), mode: parseMode(options.mode),
         threads: integerFlag("--threads", options.threads), contextSize: integerFlag("--context-size", options.contextSize),
         parallel: integerFlag("--parallel", options.parallel), maxSessions: integerFlag("--max-sessions", options.maxSessions),
-        maxSessionTokens: integerFlag("--max-session-tokens", options.maxSessionTokens),
+        maxSessionTokens: integerFlag("--max-session-tokens", options.maxSessionTokens), isolate: options.isolateLoad === true,
         streamIdleTimeout: seconds("--idle-timeout", options.idleTimeout), allowOrigins: options.allowOrigin, shutdownGrace: 1000 * nonNegative("--grace", options.grace),
         logger: {level: options.logLevel, stream: process.stderr}
     };

@@ -2,7 +2,7 @@ import {existsSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type {LlamaContext, LlamaContextSequence, LlamaModel, Token} from "node-llama-cpp";
-import {GgufValueType, readGguf} from "../../gguf/index.js";
+import {GgufValueType, checkLoadable, readGguf} from "../../gguf/index.js";
 import {ContextLimitError} from "../conversation/ContextLimitError.js";
 import {nfc} from "../conversation/nfc.js";
 import {describeValue, validateMessages} from "../conversation/messages.js";
@@ -12,7 +12,8 @@ import {tokenizeSegments} from "../conversation/TokenSegments.js";
 import type {TokenizeFunction} from "../conversation/TokenSegments.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
-import {integerOption, oneOfOption, stringOption} from "../options.js";
+import {booleanOption, integerOption, oneOfOption, stringOption} from "../options.js";
+import {assertLoadsSafely} from "../probe/probeModel.js";
 import {AnswerVocabulary} from "./AnswerVocabulary.js";
 import type {CandidateSet, TargetVocabulary} from "./AnswerVocabulary.js";
 import {compareEmbeddedTemplate} from "./embeddedTemplate.js";
@@ -42,6 +43,12 @@ export interface GenGuardOptions {
     batchSize?: number,
     /** The llama.cpp flavour node-llama-cpp loads; default `"auto"`. */
     gpu?: GpuOption,
+    /**
+     * Load the file in a child process first (see {@link probeModel}), for files you do not trust: an abort deep in
+     * llama.cpp that the pre-flight check cannot foresee then fails this call with an UnloadableModelError instead of
+     * ending the process. Costs a second load. Default false.
+     */
+    isolate?: boolean,
     /** Receives warnings about the model file (e.g. an embedded chat template that differs); default: `process.emitWarning`. */
     onWarning?: (message: string) => void
 }
@@ -88,7 +95,7 @@ export class GenGuard {
         /** @internal */ readonly _tokenize: TokenizeFunction,
         /** @internal */ readonly _vocabulary: AnswerVocabulary,
         /** The resolved options. */
-        readonly options: Readonly<Required<Omit<GenGuardOptions, "gpu" | "onWarning">>>,
+        readonly options: Readonly<Required<Omit<GenGuardOptions, "gpu" | "onWarning" | "isolate">>>,
         /** Warnings about the model file, also given to `onWarning` at load. */
         readonly warnings: readonly string[]
     ) {
@@ -125,6 +132,9 @@ export class GenGuard {
         const variant = metadata.find("qwen3guard.variant", GgufValueType.STRING);
         if (variant === "stream-backbone" || variant === "stream-head")
             throw new Error(`Model ${modelPath} is a Qwen3Guard-Stream ${variant === "stream-head" ? "head" : "backbone"}: load it with StreamGuard`);
+        checkLoadable(gguf); // before llama.cpp (and node-llama-cpp's in-process simulation of the load) sees it
+        if (options.isolate != null && booleanOption("isolate", options.isolate))
+            await assertLoadsSafely(modelPath);
         const trainContextSize = metadata.find(`${metadata.find("general.architecture", GgufValueType.STRING)}.context_length`, GgufValueType.UINT32);
         const contextSize = integerOption("contextSize", options.contextSize ?? Math.min(DEFAULT_CONTEXT_SIZE, trainContextSize ?? DEFAULT_CONTEXT_SIZE),
             ANSWER_TOKENS + 16, trainContextSize ?? 1 << 20);

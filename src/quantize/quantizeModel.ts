@@ -1,7 +1,7 @@
 import {copyFileSync, existsSync, readFileSync, renameSync, rmSync, statSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {GgmlType, GgufValueType, LlamaFileType, ggmlTypeName, readGguf} from "../../gguf/index.js";
+import {GgmlType, GgufValueType, LlamaFileType, checkLoadable, ggmlTypeName, readGguf} from "../../gguf/index.js";
 import {describeValue} from "../conversation/messages.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import {integerOption, stringOption} from "../options.js";
@@ -72,7 +72,9 @@ export async function quantizeModel(input: string, output: string, type: string,
         throw new Error(`Input model ${inputPath} does not exist`);
     checkOutputPath(inputPath, outputPath);
 
-    const {metadata, tensors} = await readGguf(inputPath);
+    const gguf = await readGguf(inputPath);
+    checkLoadable(gguf); // llama.cpp's quantizer loads the model's header as its loader does
+    const {metadata, tensors} = gguf;
     const isStreamBackbone = metadata.find("qwen3guard.variant", GgufValueType.STRING) === "stream-backbone";
     // the Stream backbone's placeholder LM head stays as it is (keepOutputTensor)
     const quantized = tensors.find((tensor) => tensor.ne.length >= 2 && !UNQUANTIZED.has(tensor.type) && !(isStreamBackbone && tensor.name === "output.weight"));

@@ -28,7 +28,7 @@ export interface ServedModel<Guard> {
 }
 
 /** What the server loads, and how: the server's model options, with the queue bound resolved. */
-export type GuardServiceOptions = Pick<QwenguardServerOptions, "models" | "gen" | "stream" | "threads" | "contextSize" | "gpu" | "parallel" | "maxSessions"> & {
+export type GuardServiceOptions = Pick<QwenguardServerOptions, "models" | "gen" | "stream" | "threads" | "contextSize" | "gpu" | "parallel" | "maxSessions" | "isolate"> & {
     maxQueue: number,
     maxSessionTokens: number | null
 };
@@ -229,11 +229,11 @@ export class GuardService {
                     throw new Error(`Expected at most one ${kind === "gen" ? "Gen" : "Stream"} model but received two: ${this[kind].path} and ${path.resolve(file)}`);
                 if (kind === "gen") {
                     const guard = await GenGuard.load({model: file, threads: options.threads, contextSize: options.contextSize, gpu: options.gpu,
-                        parallel: options.parallel});
+                        parallel: options.parallel, isolate: options.isolate});
                     this.gen = this.serve("gen", guard.options.model, guard, true, 2 * guard.options.parallel);
                 } else {
                     const guard = await StreamGuard.load({model: file, threads: options.threads, contextSize: options.contextSize, gpu: options.gpu,
-                        maxSessions: options.maxSessions});
+                        maxSessions: options.maxSessions, isolate: options.isolate});
                     this.stream = this.serve("stream", guard.options.model, guard, true, guard.options.maxSessions);
                 }
             }

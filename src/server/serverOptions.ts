@@ -25,6 +25,8 @@ export interface QwenguardServerOptions {
     parallel?: number,
     /** Stream: sessions at once, live streams and one-shot judgements together; default 8. */
     maxSessions?: number,
+    /** Load each model file in a child process first, for files you do not trust (see `isolate` of GenGuard / StreamGuard). */
+    isolate?: boolean,
     /**
      * Stream: most tokens one session may hold (conversation and response), so that one client cannot fill the KV cells
      * all sessions share; default: half of the context when it has more than one session, else all of it.

@@ -1,7 +1,7 @@
 import {existsSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import {GgufValueType, readGguf} from "../../gguf/index.js";
+import {GgufValueType, checkLoadable, checkStreamHead, readGguf} from "../../gguf/index.js";
 import type {GgufFile} from "../../gguf/index.js";
 import {addedTokenIds, plainTextTokenizer} from "../conversation/plainText.js";
 import type {TokenizeFunction} from "../conversation/TokenSegments.js";
@@ -11,6 +11,7 @@ import type {AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, Ad
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {booleanOption, integerOption, stringOption} from "../options.js";
+import {assertLoadsSafely} from "../probe/probeModel.js";
 import {resolvePolicy} from "./DecisionRule.js";
 import {checkHeadLabels} from "./headVerdicts.js";
 import type {HeadLabels} from "./headVerdicts.js";
@@ -44,11 +45,17 @@ export interface StreamGuardOptions {
      */
     flashAttention?: boolean,
     /** The llama.cpp flavour node-llama-cpp loads; default `"auto"`. */
-    gpu?: GpuOption
+    gpu?: GpuOption,
+    /**
+     * Load the files in a child process first (see {@link probeModel}), for files you do not trust: an abort deep in
+     * llama.cpp that the pre-flight check cannot foresee then fails this call with an UnloadableModelError instead of
+     * ending the process. Costs a second load. Default false.
+     */
+    isolate?: boolean
 }
 
 /** The options a StreamGuard was loaded with, defaults filled in; `flashAttention` is `"auto"` when llama.cpp decides. */
-export type StreamGuardResolvedOptions = Readonly<Required<Omit<StreamGuardOptions, "gpu" | "flashAttention">> & {flashAttention: boolean | "auto"}>;
+export type StreamGuardResolvedOptions = Readonly<Required<Omit<StreamGuardOptions, "gpu" | "flashAttention" | "isolate">> & {flashAttention: boolean | "auto"}>;
 
 /**
  * Most scored (output) positions per llama_decode call on the CPU. llama.cpp keeps n_vocab floats of logits per output
@@ -147,6 +154,11 @@ export class StreamGuard {
         const head = options.head != null ? path.resolve(stringOption("head", options.head)) : defaultHeadPath(model, gguf);
         if (!existsSync(head))
             throw new Error(`Head file ${head} does not exist: pass the Stream head GGUF written by \`qwenguard convert\` as "head"`);
+        // before llama.cpp sees them: what its loader would abort on, and a head of another model, are errors here
+        checkLoadable(gguf);
+        checkStreamHead(gguf, await readGguf(head));
+        if (options.isolate != null && booleanOption("isolate", options.isolate))
+            await assertLoadsSafely(model, {head});
 
         const {llama, addon} = await loadLlamaRuntime(options.gpu != null ? {gpu: options.gpu} : {});
         const threads = integerOption("threads", options.threads ?? Math.max(1, os.availableParallelism()), 1, 1024);

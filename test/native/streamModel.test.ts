@@ -4,43 +4,11 @@
 import {copyFile, writeFile} from "node:fs/promises";
 import path from "node:path";
 import t from "tap";
-import {GgufWriter, readGguf, readTensorData} from "../../gguf/index.js";
-import type {GgufKv} from "../../gguf/index.js";
-import type {GgmlType} from "../../gguf/ggmlTypes.js";
+import {readGguf} from "../../gguf/index.js";
 import {GgufValueType} from "../../gguf/ggmlTypes.js";
 import type {AddonStreamModelOptions} from "../../src/native/AddonTypes.js";
+import {rewriteGguf} from "../helpers/ggufRewrite.js";
 import {SMALL_CONTEXT, convertedFixture, createStreamContext, expectError, loadStreamModel, streamAddon, tempDir} from "./streamTestKit.js";
-
-interface TensorCopy {
-    name: string;
-    ne: readonly number[];
-    type: GgmlType;
-    data: Buffer;
-}
-
-/** Copies a GGUF file with its metadata and tensors edited. */
-async function rewriteGguf(
-    source: string, target: string,
-    edit: {kv?: (entries: Map<string, GgufKv>) => void, tensors?: (tensors: TensorCopy[]) => TensorCopy[]}
-): Promise<void> {
-    const file = await readGguf(source);
-    const entries = new Map(file.metadata.entries);
-    edit.kv?.(entries);
-    let tensors: TensorCopy[] = [];
-    for (const info of file.tensors)
-        tensors.push({name: info.name, ne: info.ne, type: info.type, data: await readTensorData(source, info)});
-    tensors = edit.tensors?.(tensors) ?? tensors;
-
-    const writer = await GgufWriter.create(target);
-    for (const [key, kv] of entries)
-        writer.addKv(key, kv.type, kv.value);
-    for (const tensor of tensors)
-        writer.addTensorInfo(tensor.name, tensor.ne, tensor.type);
-    await writer.writeHeader();
-    for (const tensor of tensors)
-        await writer.writeTensorData(tensor.name, tensor.data);
-    await writer.close();
-}
 
 const tiny = await convertedFixture(t, "tiny-stream", "F32", "f32");
 const tinyBf16 = await convertedFixture(t, "tiny-stream", "BF16", "bf16");
