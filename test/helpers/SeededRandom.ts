@@ -43,4 +43,12 @@ export class SeededRandom {
     public uniform(scale: number): number {
         return (this.nextFloat() * 2 - 1) * scale;
     }
+
+    /**
+     * The next integer, uniform in [0, n).
+     * @param n - how many values, at least 1
+     */
+    public int(n: number): number {
+        return Math.floor(this.nextFloat() * n);
+    }
 }
