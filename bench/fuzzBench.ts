@@ -18,7 +18,7 @@ import {StreamGuard} from "../src/stream/StreamGuard.js";
 import {fuzzCheckpoint} from "../test/helpers/checkpointFuzz.js";
 import {cachedFixture} from "../test/helpers/fixtures.js";
 import {fuzzModel} from "../test/helpers/ggufFuzz.js";
-import type {FuzzReport} from "../test/helpers/ggufFuzz.js";
+import type {FuzzCase, FuzzReport} from "../test/helpers/ggufFuzz.js";
 import {cachedConvertedFixture} from "../test/helpers/plantedGen.js";
 import {benchCacheDir, prepareBenchModels, repoRoot} from "./benchModels.js";
 
@@ -75,9 +75,11 @@ try {
     const stream = await cachedConvertedFixture("tiny-stream", "q8_0");
     await copyFile(stream.replace(/\.gguf$/, ".head.gguf"), path.join(dir, "model.head.gguf"));
     let done = 0;
-    const onCase = () => {
-        if (++done % 250 === 0)
-            log(`fuzz: ${done} of ${mutants}`);
+    const tally: Record<string, number> = {};
+    const onCase = (fuzzCase: FuzzCase) => {
+        tally[fuzzCase.stage] = (tally[fuzzCase.stage] ?? 0) + 1;
+        if (++done % 250 === 0) // the running totals: what a run stopped early found
+            log(`fuzz: ${done} of ${mutants} (${Object.entries(tally).map(([stage, n]) => `${stage} ${n}`).join(", ")})`);
     };
     const share = (fraction: number) => Math.round(mutants * fraction);
     const runs: Array<[string, () => Promise<FuzzReport>]> = [
