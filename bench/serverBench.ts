@@ -197,6 +197,9 @@ async function floodSection(model: string, maxQueue: number) {
 /** A prompt whose rendering is about `tokens` tokens long. */
 const promptOfLength = (tokens: number) => "The quick brown fox jumps over the lazy dog. ".repeat(Math.max(1, Math.round((tokens - 12) / 10)));
 
+/** Random weights judge at random: a threshold no token reaches keeps every session open to the end of its steps. */
+const NEVER_FIRES = {minProb: 1};
+
 /** One live session over a WebSocket, driven step by step. */
 class SocketSession {
     private waiting: ((event: {type: string}) => void) | null = null;
@@ -208,17 +211,23 @@ class SocketSession {
         const socket = new WebSocket(`${url.replace(/^http/, "ws")}/v1/guard/stream`);
         await new Promise((resolve, reject) => socket.once("open", resolve).once("error", reject));
         const session = new SocketSession(socket);
-        await session.request({type: "start", messages: [{role: "user", content}]}, "prompt");
+        await session.request({type: "start", messages: [{role: "user", content}], policy: NEVER_FIRES}, "prompt");
         return session;
     }
 
-    /** Sends a message and waits for the event of a type. */
+    /** Sends a message and waits for the event of a type; an error, or the session's end before it, fails the bench. */
     request(message: object, type: string): Promise<void> {
-        return new Promise((resolve) => {
+        return new Promise((resolve, reject) => {
+            const closed = () => reject(new Error(`the session closed while the bench waited for "${type}"`));
+            this.socket.once("close", closed);
             this.waiting = (event) => {
-                if (event.type === type || event.type === "error") {
+                if (event.type === type || event.type === "error" || event.type === "summary") {
                     this.waiting = null;
-                    resolve();
+                    this.socket.off("close", closed);
+                    if (event.type === type)
+                        resolve();
+                    else
+                        reject(new Error(`expected a "${type}" event but got ${JSON.stringify(event).slice(0, 300)}`));
                 }
             };
             this.socket.send(JSON.stringify(message));
@@ -255,7 +264,7 @@ async function streamSection(model: string) {
                         return ms;
                     }},
                     {name: "library", run: async () => {
-                        const open = await Promise.all(Array.from({length: sessions}, () => guard.createSession({messages: [{role: "user", content}]})));
+                        const open = await Promise.all(Array.from({length: sessions}, () => guard.createSession({messages: [{role: "user", content}], policy: NEVER_FIRES})));
                         const start = performance.now();
                         for (let step = 0; step < plan.steps; step++) {
                             const id = stepToken++;
