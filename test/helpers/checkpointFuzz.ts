@@ -8,8 +8,8 @@ import path from "node:path";
 import {GgufError, GgufValueType, checkLoadable, checkStreamHead, readGguf} from "../../gguf/index.js";
 import {convert} from "../../gguf/convert/convert.js";
 import {ModelProber} from "../../src/probe/probeModel.js";
-import {describeError, isFailure} from "./ggufFuzz.js";
-import type {FuzzCase, FuzzReport, FuzzStage} from "./ggufFuzz.js";
+import {describeError, emptyCounts, isFailure, loadCase} from "./ggufFuzz.js";
+import type {FuzzCase, FuzzReport} from "./ggufFuzz.js";
 import {SeededRandom} from "./SeededRandom.js";
 
 /** How long one conversion of a tiny checkpoint may take before it counts as hung. */
@@ -46,7 +46,7 @@ export async function fuzzCheckpoint(hfDir: string, options: CheckpointFuzzOptio
     const config = JSON.parse(await readFile(path.join(hfDir, "config.json"), "utf8")) as Record<string, unknown>;
     const random = new SeededRandom(options.seed);
     const plans = Array.from({length: options.mutants}, () => planMutation(random, weights, headerLength, header, config));
-    const counts: Record<FuzzStage, number> = {reader: 0, converter: 0, internal: 0, preflight: 0, loaded: 0, refused: 0, crashed: 0, hung: 0};
+    const counts = emptyCounts();
     const crashes: FuzzCase[] = [];
     const files = await readdir(hfDir);
     let next = 0;
@@ -100,8 +100,7 @@ async function judgeCheckpoint(index: number, mutation: string, laneDir: string,
         // the converter wrote what the check refuses: it should have refused the checkpoint itself
         return {index, mutation, stage: error instanceof GgufError ? "preflight" : "internal", message: describeError(error)};
     }
-    const probe = await prober.probe(outFile, {timeoutMs: 60_000});
-    return {index, mutation, stage: probe.outcome, message: probe.outcome === "refused" || probe.outcome === "crashed" ? probe.message : ""};
+    return loadCase(index, mutation, outFile, prober);
 }
 
 /** Values an attacker would put in a numeric config key. */

@@ -69,7 +69,7 @@ export async function fuzzModel(source: string, options: FuzzOptions): Promise<F
     const original = await readGguf(source);
     const regions: Regions = {headerEnd: original.dataOffset, fileSize: original.fileSize};
     const random = new SeededRandom(options.seed);
-    const counts: Record<FuzzStage, number> = {reader: 0, converter: 0, internal: 0, preflight: 0, loaded: 0, refused: 0, crashed: 0, hung: 0};
+    const counts = emptyCounts();
     const crashes: FuzzCase[] = [];
     let abortsPrevented = 0;
     // the mutations are drawn up front, in order, so that a seed gives the same run whatever the parallelism
@@ -115,6 +115,16 @@ async function judgeMutant(index: number, mutation: string, file: string, raw: b
         const rawOutcome = raw ? (await prober.probe(file, {raw: true, timeoutMs: 60_000})).outcome : undefined;
         return {index, mutation, stage: "preflight", message: (error as Error).message, ...(rawOutcome != null ? {raw: rawOutcome} : {})};
     }
+    return loadCase(index, mutation, file, prober);
+}
+
+/** Every stage at 0. */
+export function emptyCounts(): Record<FuzzStage, number> {
+    return {reader: 0, converter: 0, internal: 0, preflight: 0, loaded: 0, refused: 0, crashed: 0, hung: 0};
+}
+
+/** The last stage of a mutant that got through the checks: its load and judgement in the prober's child process. */
+export async function loadCase(index: number, mutation: string, file: string, prober: ModelProber): Promise<FuzzCase> {
     const probe = await prober.probe(file, {timeoutMs: 60_000});
     return {index, mutation, stage: probe.outcome, message: probe.outcome === "refused" || probe.outcome === "crashed" ? probe.message : ""};
 }

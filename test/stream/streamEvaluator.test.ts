@@ -3,6 +3,7 @@
 // call per step instead of two. Native calls are counted by a pass-through wrapper; every call reaches llama.cpp.
 
 import t from "tap";
+import type {Test} from "tap";
 import type {AddonStreamContext, AddonStreamRequest} from "../../src/native/AddonTypes.js";
 import {StreamEvaluator} from "../../src/stream/StreamEvaluator.js";
 import {convertedFixture, createStreamContext, loadStreamModel} from "../native/streamTestKit.js";
@@ -10,13 +11,18 @@ import {convertedFixture, createStreamContext, loadStreamModel} from "../native/
 const tiny = await convertedFixture(t, "tiny-stream", "F32", "f32");
 const model = await loadStreamModel(t, tiny);
 
-/** The context's evaluate (all the evaluator calls) with its calls counted, each with its batch size, passed through. */
-function counted(context: AddonStreamContext): {evaluate: Pick<AddonStreamContext, "evaluate">, batches: number[]} {
+/**
+ * An evaluator over a real context whose evaluate calls (all the evaluator makes) are counted, each with its batch
+ * size, and passed through; `sessions` sequences acquired.
+ */
+async function countedEvaluator(t: Test, sessions: number): Promise<{evaluator: StreamEvaluator, batches: number[], sequences: number[]}> {
+    const context = await createStreamContext(t, model, {maxSequences: sessions});
     const batches: number[] = [];
-    return {batches, evaluate: {evaluate: (requests: AddonStreamRequest[]) => {
+    const evaluator = new StreamEvaluator({evaluate: (requests: AddonStreamRequest[]) => {
         batches.push(requests.length);
         return context.evaluate(requests);
-    }}};
+    }} as AddonStreamContext);
+    return {evaluator, batches, sequences: Array.from({length: sessions}, () => context.acquireSequence())};
 }
 
 const step = (sequence: number, token: number): AddonStreamRequest =>
@@ -24,20 +30,14 @@ const step = (sequence: number, token: number): AddonStreamRequest =>
 const nextMacrotask = () => new Promise((resolve) => setImmediate(resolve));
 
 t.test("sessions that push in one tick share one call", async (t) => {
-    const context = await createStreamContext(t, model, {maxSequences: 4});
-    const {evaluate, batches} = counted(context);
-    const evaluator = new StreamEvaluator(evaluate as AddonStreamContext);
-    const sequences = [0, 1, 2, 3].map(() => context.acquireSequence());
+    const {evaluator, batches, sequences} = await countedEvaluator(t, 4);
     for (let i = 0; i < 3; i++)
         await Promise.all(sequences.map((sequence) => evaluator.evaluate(step(sequence, 100 + i))));
     t.same(batches, [4, 4, 4]);
 });
 
 t.test("sessions out of step (one a macrotask later) are brought back into one call a step", async (t) => {
-    const context = await createStreamContext(t, model, {maxSequences: 2});
-    const {evaluate, batches} = counted(context);
-    const evaluator = new StreamEvaluator(evaluate as AddonStreamContext);
-    const [a, b] = [context.acquireSequence(), context.acquireSequence()];
+    const {evaluator, batches, sequences: [a, b]} = await countedEvaluator(t, 2);
     await Promise.all([evaluator.evaluate(step(a, 100)), evaluator.evaluate(step(b, 100))]);
     for (let i = 1; i <= 5; i++) {
         const first = evaluator.evaluate(step(a, 100 + i));
@@ -48,10 +48,7 @@ t.test("sessions out of step (one a macrotask later) are brought back into one c
 });
 
 t.test("a session alone never waits, and one that stops costs the other one short wait", async (t) => {
-    const context = await createStreamContext(t, model, {maxSequences: 2});
-    const {evaluate, batches} = counted(context);
-    const evaluator = new StreamEvaluator(evaluate as AddonStreamContext);
-    const [a, b] = [context.acquireSequence(), context.acquireSequence()];
+    const {evaluator, batches, sequences: [a, b]} = await countedEvaluator(t, 2);
     await Promise.all([evaluator.evaluate(step(a, 100)), evaluator.evaluate(step(b, 100))]);
     for (let i = 1; i <= 3; i++)
         await evaluator.evaluate(step(a, 100 + i)); // b has stopped
