@@ -59,14 +59,7 @@ export async function prepareBenchModels(size: BenchSize, {cacheDir = benchCache
     await fs.mkdir(cacheDir, {recursive: true});
     const converterHash = await hashModuleGraph(path.join(distRoot, "gguf", "convert", "convert.js"));
     const convertKind = async (kind: FixtureKind): Promise<string> => {
-        const checkpointKey = {kind, dimensions: FIXTURE_KINDS[kind].dimensions, dtype: "BF16", seed: 1, generatorVersion: FIXTURE_GENERATOR_VERSION};
-        const hfDir = path.join(cacheDir, `${kind}-hf`);
-        await ensureArtifact(hfDir, checkpointKey, log, async () => {
-            const partial = `${hfDir}.partial-${process.pid}`;
-            await fs.rm(partial, {recursive: true, force: true});
-            await writeFixture(kind, partial);
-            await fs.rename(partial, hfDir);
-        });
+        const {hfDir, checkpointKey} = await ensureCheckpoint(kind, cacheDir, log);
         const ggufFile = path.join(cacheDir, `${kind}-${OUT_TYPE}.gguf`);
         await ensureArtifact(ggufFile, {checkpoint: checkpointKey, converter: converterHash, outType: OUT_TYPE}, log, async () => {
             // converted in place: the backbone names its head file, so the pair cannot be renamed afterwards
@@ -78,6 +71,24 @@ export async function prepareBenchModels(size: BenchSize, {cacheDir = benchCache
     const streamModel = await convertKind(stream);
     const stock = streamOnly ? "" : await convertKind(gen);
     return {stream: {model: streamModel, head: streamModel.replace(/\.gguf$/, ".head.gguf")}, stock};
+}
+
+/**
+ * The bench checkpoint of a fixture kind (BF16 safetensors, seed 1) in the bench cache, generated on first use.
+ * @returns its folder, and the key it is cached under
+ */
+export async function ensureCheckpoint(kind: FixtureKind, cacheDir = benchCacheDir, log: (line: string) => void = (line) => void process.stderr.write(line + "\n")):
+    Promise<{hfDir: string, checkpointKey: object}> {
+    await fs.mkdir(cacheDir, {recursive: true});
+    const checkpointKey = {kind, dimensions: FIXTURE_KINDS[kind].dimensions, dtype: "BF16", seed: 1, generatorVersion: FIXTURE_GENERATOR_VERSION};
+    const hfDir = path.join(cacheDir, `${kind}-hf`);
+    await ensureArtifact(hfDir, checkpointKey, log, async () => {
+        const partial = `${hfDir}.partial-${process.pid}`;
+        await fs.rm(partial, {recursive: true, force: true});
+        await writeFixture(kind, partial);
+        await fs.rename(partial, hfDir);
+    });
+    return {hfDir, checkpointKey};
 }
 
 /**

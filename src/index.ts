@@ -65,3 +65,17 @@ export type {ProbeModelOptions, ProbeOutcome} from "./probe/probeModel.js";
 export {
     checkLoadable, checkStreamHead, GgufError, GgufVocabularyError, GgufHyperparameterError, GgufModelTensorError, GgufStreamHeadError
 } from "../gguf/index.js";
+export {pullModel} from "./hub/pullModel.js";
+export type {PullEvent, PullModelOptions} from "./hub/pullModel.js";
+export {resolveModel} from "./hub/resolveModel.js";
+export type {ResolvedModel, ResolveModelOptions} from "./hub/resolveModel.js";
+export {modelCacheDir, listCachedModels, removeCachedModel, findCachedModel} from "./hub/modelCache.js";
+export type {CachedModel, ModelManifest} from "./hub/modelCache.js";
+export {OFFICIAL_MODELS, DEFAULT_MODEL_TYPE, parseModelName, isModelName, ModelNameError} from "./hub/modelNames.js";
+export type {ModelSource, OfficialModelName} from "./hub/modelNames.js";
+export {hubEnvironment} from "./hub/hubEnvironment.js";
+export type {HubEnvironment} from "./hub/hubEnvironment.js";
+export {
+    PullError, HubAccessError, HubNotFoundError, HubUnreachableError, ModelNotCachedError, NotAGuardModelError, ChecksumMismatchError,
+    InsufficientSpaceError
+} from "./hub/errors.js";

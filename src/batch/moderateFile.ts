@@ -4,7 +4,8 @@ import {resolveGenPolicy} from "../gen/genPolicy.js";
 import {Judge} from "../moderation/Judge.js";
 import type {JudgeOptions} from "../moderation/Judge.js";
 import {mapInOrder} from "../moderation/mapInOrder.js";
-import {integerOption, oneOfOption} from "../options.js";
+import {resolveModel} from "../hub/resolveModel.js";
+import {integerOption, oneOfOption, stringOption} from "../options.js";
 import {packageVersion} from "../native/runtimeInfo.js";
 import {BatchTally} from "./BatchTally.js";
 import type {BatchCounts} from "./BatchTally.js";
@@ -134,8 +135,9 @@ export async function moderateFile(input: string, output: string, options: Moder
     if ([input, output].some((file) => path.resolve(file) === path.resolve(errorsFile)))
         throw new TypeError("The errors file must not be the input or the output file");
     const checkpointFile = `${output}.checkpoint.json`;
+    const model = path.resolve((await resolveModel(stringOption("model", options.model))).path); // a name: from the cache, pulled when missing
     const settings: RunSettings = {
-        input: path.resolve(input), model: path.resolve(options.model), head: options.head != null ? path.resolve(options.head) : null,
+        input: path.resolve(input), model, head: options.head != null ? path.resolve(options.head) : null,
         format, columns: format === "csv" ? {id: "id", prompt: "prompt", response: "response", ...options.columns} : null,
         policy: options.policy ?? "strict", mode: options.mode ?? "score", longInput: options.longInput ?? "error", shard: shard != null ? `${shard.index}/${shard.count}` : null
     };
@@ -156,7 +158,7 @@ export async function moderateFile(input: string, output: string, options: Moder
                 "rerun with the same settings to resume, or pass --overwrite to start again");
     }
     const totalBytes = statSync(input).size;
-    const judge = await Judge.open(options);
+    const judge = await Judge.open({...options, model});
     let errs = -1;
     let out = -1;
     const write = (fd: number, text: string) => writeAll(fd, text);

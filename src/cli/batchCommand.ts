@@ -1,8 +1,10 @@
+import {existsSync} from "node:fs";
 import type {Command} from "commander";
 import {BatchInputError, BatchOutputError, BatchRecordError, batchInputFormats, mergeBatchOutputs, moderateFile} from "../index.js";
 import type {BatchInputFormat, BatchProgress, BatchSummary} from "../index.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
+import {resolveModelFlag} from "./pullReporter.js";
 
 interface BatchCommandOptions {
     output: string,
@@ -35,7 +37,8 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
         .description("moderate a whole file into a JSONL output (one line per record, input order); rerun the same command to resume")
         .argument("<input>", "JSONL ({\"id\"?, \"prompt\", \"response\"?} or {\"id\"?, \"messages\"}), CSV with a header, or text (one prompt per line)")
         .requiredOption("-o, --output <file>", "the JSONL output; <output>.checkpoint.json beside it makes the run resumable")
-        .requiredOption("-m, --model <file>", "a Qwen3Guard-Gen GGUF, or a Qwen3Guard-Stream backbone GGUF (detected from the file)")
+        .option("-m, --model <model>", "a model name (gen-0.6b, stream-0.6b, gen-4b:q4_k_m, hf:OWNER/REPO…: pulled into the cache on first use) " +
+            "or a file: a Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (detected from the file)", "gen-0.6b")
         .option("--head <file>", "Stream: the head GGUF (default: the one the backbone names, beside it)")
         .option("--format <format>", "jsonl, csv or txt (default: from the input's extension: .jsonl/.json/.ndjson, .csv, else txt)")
         .option("-c, --concurrency <n>", "records judged at once, in parallel sequences", "1")
@@ -87,10 +90,13 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
     };
     process.on("SIGINT", onInterrupt);
     process.on("SIGTERM", onInterrupt);
+    if (!existsSync(input)) // before a default model is pulled for it
+        throw new UsageError(`Input file ${input} does not exist`);
+    const model = await resolveModelFlag(options.model);
     const progress = new ProgressReporter();
     try {
         const summary = await failAsUsage(() => moderateFile(input, options.output, {
-            model: options.model, head: options.head, format: options.format as BatchInputFormat | undefined,
+            model, head: options.head, format: options.format as BatchInputFormat | undefined,
             columns: Object.fromEntries(given), policy: parsePolicy(options.policy), mode: parseMode(options.mode),
             ...(options.windows === true ? {longInput: "windows" as const} : {}),
             concurrency: integerFlag("--concurrency", options.concurrency), threads: integerFlag("--threads", options.threads),

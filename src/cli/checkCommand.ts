@@ -1,4 +1,4 @@
-import {existsSync, readFileSync} from "node:fs";
+import {readFileSync} from "node:fs";
 import type {Command} from "commander";
 import {Judge, conversationOf, readGuardVariant} from "../index.js";
 import type {JudgeResult, Message} from "../index.js";
@@ -8,6 +8,7 @@ import {mapInOrder} from "../moderation/mapInOrder.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
 import {paint} from "./paint.js";
+import {resolveModelFlag} from "./pullReporter.js";
 
 interface CheckCommandOptions {
     model: string,
@@ -42,7 +43,8 @@ export function registerCheckCommand(program: Command, setExitCode: (code: numbe
     program.command("check")
         .description("judge prompts or responses from files (or stdin): one verdict per item; exit 1 when one is flagged")
         .argument("[files...]", "input files; none or - reads stdin")
-        .requiredOption("-m, --model <file>", "a Qwen3Guard-Gen GGUF, or a Qwen3Guard-Stream backbone GGUF (detected from the file)")
+        .option("-m, --model <model>", "a model name (gen-0.6b, stream-0.6b, gen-4b:q4_k_m, hf:OWNER/REPO…: pulled into the cache on first use) " +
+            "or a file: a Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (detected from the file)", "gen-0.6b")
         .option("--head <file>", "Stream: the head GGUF (default: the one the backbone names, beside it)")
         .option("--role <role>", "text input: prompt (judge the text as a user prompt) or response (judge it as the answer to --prompt); " +
             "default: response when --prompt or --prompt-file is given, else prompt")
@@ -69,8 +71,7 @@ async function runCheck(files: string[], options: CheckCommandOptions): Promise<
         parallel: integerFlag("--parallel", options.parallel)};
     const items = readItems(files.length === 0 ? ["-"] : files, options);
 
-    if (!existsSync(options.model))
-        throw new UsageError(`Model file ${options.model} does not exist`);
+    options.model = await resolveModelFlag(options.model);
     const variant = await readGuardVariant(options.model);
     if (variant === "stream-head")
         throw new UsageError(`${options.model} is a Stream head file: pass the Stream backbone GGUF as --model`);

@@ -8,6 +8,7 @@ import {registerStreamCommand} from "./streamCommand.js";
 import {registerCheckCommand} from "./checkCommand.js";
 import {registerBatchCommand} from "./batchCommand.js";
 import {registerServeCommand} from "./serveCommand.js";
+import {registerPullCommands} from "./pullCommand.js";
 import {printVersion} from "./versionCommand.js";
 
 /** Exit codes shared by all commands. */
@@ -36,6 +37,7 @@ export async function main(args: string[]): Promise<number> {
     const setExitCode = (code: number) => {
         exitCode = code;
     };
+    registerPullCommands(program);
     registerConvertCommand(program);
     registerQuantizeCommand(program);
     registerInfoCommand(program);

@@ -1,8 +1,10 @@
 import type {Command} from "commander";
-import {createServer} from "../index.js";
+import {existsSync} from "node:fs";
+import {createServer, isModelName} from "../index.js";
 import type {CreateServerOptions} from "../index.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
+import {resolveModelFlag} from "./pullReporter.js";
 
 interface ServeCommandOptions {
     model: string[],
@@ -37,7 +39,8 @@ const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
 export function registerServeCommand(program: Command, setExitCode: (code: number) => void): void {
     program.command("serve")
         .description("serve the guard over HTTP: OpenAI-compatible /v1/moderations, /v1/guard, live stream moderation over WebSocket, and a guard proxy in front of an LLM server")
-        .option("-m, --model <file>", "a Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (repeat for one of each)", collect, [])
+        .option("-m, --model <model>", "a model name (gen-0.6b, stream-0.6b, …: pulled into the cache on first use) or a file: " +
+            "a Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (repeat for one of each)", collect, [])
         .option("--upstream <url>", "an OpenAI-compatible LLM server to guard, e.g. http://127.0.0.1:8081/v1: enables POST /v1/chat/completions")
         .option("--upstream-key <key>", "the upstream's API key (default: the client's Authorization header passes through, unless --api-key is set)")
         .option("--upstream-timeout <seconds>", "how long the upstream may take to answer, and then between two streamed chunks", "60")
@@ -67,7 +70,7 @@ function collect(value: string, previous: string[]): string[] {
 
 async function runServe(options: ServeCommandOptions): Promise<number> {
     if (options.model.length === 0)
-        throw new UsageError("Expected a model to serve: -m, --model <file> (a Gen and/or a Stream model)");
+        throw new UsageError("Expected a model to serve: -m, --model <model> (a Gen and/or a Stream model: a name such as gen-0.6b, or a file)");
     const port = Number(options.port);
     if (!/^\d+$/.test(options.port) || port > 65535)
         throw new UsageError(`Expected a port number between 0 and 65535 for --port but received ${JSON.stringify(options.port)}`);
@@ -75,8 +78,12 @@ async function runServe(options: ServeCommandOptions): Promise<number> {
         throw new UsageError(`Expected silent, error, warn, info or debug for --log-level but received ${JSON.stringify(options.logLevel)}`);
     const apiKey = options.apiKey ?? (process.env.QWENGUARD_API_KEY || undefined);
     const seconds = (flag: string, value: string) => 1000 * integerFlag(flag, value)!;
+    // names are pulled here, with progress on stderr, before the server listens; files load in the background
+    const models: string[] = [];
+    for (const model of options.model)
+        models.push(isModelName(model) && !existsSync(model) ? await resolveModelFlag(model) : model);
     const serverOptions: CreateServerOptions = {
-        models: options.model, upstream: options.upstream, upstreamKey: options.upstreamKey,
+        models, upstream: options.upstream, upstreamKey: options.upstreamKey,
         upstreamTimeout: seconds("--upstream-timeout", options.upstreamTimeout), apiKey,
         maxQueue: nonNegative("--max-queue", options.maxQueue), maxBody: byteSize("--max-body", options.maxBody),
         policy: policyOf(options.policy), mode: parseMode(options.mode),

@@ -7,6 +7,7 @@ import {JudgedText} from "../stream/monitor.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag} from "./flags.js";
 import {colorEnabled, paint} from "./paint.js";
+import {resolveModelFlag} from "./pullReporter.js";
 
 interface StreamCommandOptions {
     model: string,
@@ -26,7 +27,8 @@ interface StreamCommandOptions {
 export function registerStreamCommand(program: Command, setExitCode: (code: number) => void): void {
     program.command("stream")
         .description("guard a live response on stdin: echo it as it is judged, stop it the moment it turns unsafe")
-        .requiredOption("-m, --model <file>", "Qwen3Guard-Stream backbone GGUF (from `qwenguard convert`)")
+        .option("-m, --model <model>", "a Stream model name (stream-0.6b, stream-4b:q4_k_m, hf:OWNER/REPO: pulled into the cache on first use) " +
+            "or a Qwen3Guard-Stream backbone GGUF (from `qwenguard convert`)", "stream-0.6b")
         .option("--head <file>", "its head GGUF (default: the one the backbone names, beside it)")
         .option("-p, --prompt <text>", "the user prompt the response answers")
         .option("--prompt-file <file>", "read the user prompt from a file")
@@ -55,7 +57,7 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
     const messages: Message[] = [...(options.system != null ? [{role: "system" as const, content: options.system}] : []), {role: "user", content: prompt}];
     const threads = integerFlag("--threads", options.threads);
 
-    const guard = await StreamGuard.load({model: options.model, head: options.head, threads});
+    const guard = await StreamGuard.load({model: await resolveModelFlag(options.model), head: options.head, threads});
     const out = (text: string) => void process.stdout.write(text);
     const event = (value: object) => out(JSON.stringify(value) + "\n");
     try {

@@ -13,6 +13,7 @@ import type {TokenizeFunction} from "../conversation/TokenSegments.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {booleanOption, integerOption, oneOfOption, stringOption} from "../options.js";
+import {resolveModel} from "../hub/resolveModel.js";
 import {assertLoadsSafely} from "../probe/probeModel.js";
 import {AnswerVocabulary} from "./AnswerVocabulary.js";
 import type {CandidateSet, TargetVocabulary} from "./AnswerVocabulary.js";
@@ -29,8 +30,13 @@ import type {GenMode, GenModerateOptions, GenVerdict} from "./types.js";
 
 /** Options of {@link GenGuard.load}. */
 export interface GenGuardOptions {
-    /** A Qwen3Guard-Gen GGUF (from `qwenguard convert`, or any community conversion). */
+    /**
+     * A Qwen3Guard-Gen GGUF (from `qwenguard convert`, or any community conversion), or a model name (`gen-0.6b`,
+     * `gen-4b:q4_k_m`, `hf:OWNER/REPO[/FILE.gguf]`): found in the model cache, or pulled into it first (see pullModel).
+     */
     model: string,
+    /** Pull a named model that is not in the cache (default true); false: a ModelNotCachedError naming `qwenguard pull`. */
+    pull?: boolean,
     /** CPU threads; default: all available cores. */
     threads?: number,
     /** Layers offloaded to the GPU; default: as many as fit (node-llama-cpp's `"auto"`), none on the CPU flavour. */
@@ -95,7 +101,7 @@ export class GenGuard {
         /** @internal */ readonly _tokenize: TokenizeFunction,
         /** @internal */ readonly _vocabulary: AnswerVocabulary,
         /** The resolved options. */
-        readonly options: Readonly<Required<Omit<GenGuardOptions, "gpu" | "onWarning" | "isolate">>>,
+        readonly options: Readonly<Required<Omit<GenGuardOptions, "gpu" | "onWarning" | "isolate" | "pull">>>,
         /** Warnings about the model file, also given to `onWarning` at load. */
         readonly warnings: readonly string[]
     ) {
@@ -117,7 +123,8 @@ export class GenGuard {
     static async load(options: GenGuardOptions): Promise<GenGuard> {
         if (options == null || typeof options !== "object")
             throw new TypeError("Expected an options object {model, threads?, gpuLayers?, contextSize?, parallel?} for GenGuard.load");
-        const modelPath = path.resolve(stringOption("model", options.model));
+        const pull = options.pull != null ? booleanOption("pull", options.pull) : true;
+        const modelPath = path.resolve((await resolveModel(stringOption("model", options.model), {pull})).path);
         const threads = integerOption("threads", options.threads ?? Math.max(1, os.availableParallelism()), 1, 1024);
         const gpuLayers = options.gpuLayers == null ? undefined : integerOption("gpuLayers", options.gpuLayers, 0, 100000);
         const parallel = integerOption("parallel", options.parallel ?? 1, 1, 64);

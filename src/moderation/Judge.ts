@@ -1,4 +1,3 @@
-import {existsSync} from "node:fs";
 import {GenGuard} from "../gen/GenGuard.js";
 import {resolveGenPolicy} from "../gen/genPolicy.js";
 import type {GenPolicyOption} from "../gen/genPolicy.js";
@@ -6,6 +5,8 @@ import {readGuardVariant} from "../gen/readGuardVariant.js";
 import type {GenMode, GenWindows} from "../gen/types.js";
 import type {Message} from "../conversation/messages.js";
 import type {GpuOption} from "../native/loadAddon.js";
+import {describeValue} from "../conversation/messages.js";
+import {resolveModel} from "../hub/resolveModel.js";
 import {integerOption, oneOfOption} from "../options.js";
 import {StreamGuard} from "../stream/StreamGuard.js";
 import type {RiskLevel} from "../stream/types.js";
@@ -103,8 +104,9 @@ export class Judge {
         const concurrency = integerOption("concurrency", options.concurrency ?? 1, 1, 64);
         const policy = options.policy ?? "strict";
         resolveGenPolicy(policy); // refuses a bad policy before the model loads
-        if (typeof options.model !== "string" || !existsSync(options.model))
-            throw new Error(`Model file ${String(options.model)} does not exist`);
+        if (typeof options.model !== "string" || options.model.length === 0)
+            throw new TypeError(`Expected a model file or a model name for "model" but received ${describeValue(options.model)}`);
+        options = {...options, model: (await resolveModel(options.model)).path}; // a name: from the cache, pulled when missing
         const variant = await readGuardVariant(options.model);
         if (variant === "stream-head")
             throw new Error(`${options.model} is a Stream head file: pass the Stream backbone GGUF as the model`);

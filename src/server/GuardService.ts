@@ -1,4 +1,4 @@
-import {existsSync} from "node:fs";
+import {resolveModel} from "../hub/resolveModel.js";
 import path from "node:path";
 import {GenGuard} from "../gen/GenGuard.js";
 import {readGuardVariant} from "../gen/readGuardVariant.js";
@@ -218,9 +218,8 @@ export class GuardService {
                 this.gen = this.serve("gen", options.gen.options.model, options.gen, false, 2 * options.gen.options.parallel);
             if (options.stream != null)
                 this.stream = this.serve("stream", options.stream.options.model, options.stream, false, options.stream.options.maxSessions);
-            for (const file of options.models ?? []) {
-                if (!existsSync(file))
-                    throw new Error(`Model file ${file} does not exist`);
+            for (const model of options.models ?? []) {
+                const file = (await resolveModel(model)).path; // a name: from the cache, pulled when missing
                 const variant = (await readGuardVariant(file)) ?? "gen"; // community Gen GGUFs carry no qwen3guard keys
                 if (variant === "stream-head")
                     throw new Error(`${file} is a Stream head file: pass the Stream backbone GGUF as the model`);

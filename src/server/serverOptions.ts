@@ -9,7 +9,10 @@ import type {ResolvedServerPolicy, ServerPolicy} from "./serverPolicy.js";
 
 /** Options of the qwenguard server ({@link createServer}) and of its fastify plugin. */
 export interface QwenguardServerOptions {
-    /** Model files to load: at most one Gen and one Stream model (told apart by their metadata). */
+    /**
+     * Models to load, as files or names (`gen-0.6b`, …: from the cache, pulled when missing): at most one Gen and one
+     * Stream model (told apart by their metadata).
+     */
     models?: readonly string[],
     /** Or a Gen model loaded by the caller; the server does not free it. */
     gen?: GenGuard,
@@ -87,7 +90,7 @@ export function resolveServerOptions(options: QwenguardServerOptions): ResolvedS
     if (options == null || typeof options !== "object")
         throw new TypeError(`Expected an options object {models?, gen?, stream?, upstream?, apiKey?, …} but received ${describeValue(options)}`);
     if (options.models != null && (!Array.isArray(options.models) || options.models.some((model) => typeof model !== "string" || model.length === 0)))
-        throw new TypeError(`Expected an array of model file paths for "models" but received ${describeValue(options.models)}`);
+        throw new TypeError(`Expected an array of model files or model names for "models" but received ${describeValue(options.models)}`);
     if ((options.models?.length ?? 0) === 0 && options.gen == null && options.stream == null)
         throw new TypeError('Expected a model to serve: "models" (files), "gen" or "stream" (loaded guards)');
     let policy: ResolvedServerPolicy;

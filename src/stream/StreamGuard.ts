@@ -11,6 +11,7 @@ import type {AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, Ad
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {booleanOption, integerOption, stringOption} from "../options.js";
+import {resolveModel} from "../hub/resolveModel.js";
 import {assertLoadsSafely} from "../probe/probeModel.js";
 import {resolvePolicy} from "./DecisionRule.js";
 import {checkHeadLabels} from "./headVerdicts.js";
@@ -22,8 +23,13 @@ import {StreamSession} from "./StreamSession.js";
 import type {PolicyOption, ResponseReport, Verdict} from "./types.js";
 
 export interface StreamGuardOptions {
-    /** The Stream backbone GGUF (from `qwenguard convert`). */
+    /**
+     * The Stream backbone GGUF (from `qwenguard convert`), or a model name (`stream-0.6b`, `stream-4b:q4_k_m`,
+     * `hf:OWNER/REPO`): found in the model cache, or pulled into it first (see pullModel).
+     */
     model: string,
+    /** Pull a named model that is not in the cache (default true); false: a ModelNotCachedError naming `qwenguard pull`. */
+    pull?: boolean,
     /** Its head GGUF; default: the file the backbone names (`qwen3guard.stream.head_file`), beside it. */
     head?: string,
     /** CPU threads; default: all available cores. */
@@ -55,7 +61,7 @@ export interface StreamGuardOptions {
 }
 
 /** The options a StreamGuard was loaded with, defaults filled in; `flashAttention` is `"auto"` when llama.cpp decides. */
-export type StreamGuardResolvedOptions = Readonly<Required<Omit<StreamGuardOptions, "gpu" | "flashAttention" | "isolate">> & {flashAttention: boolean | "auto"}>;
+export type StreamGuardResolvedOptions = Readonly<Required<Omit<StreamGuardOptions, "gpu" | "flashAttention" | "isolate" | "pull">> & {flashAttention: boolean | "auto"}>;
 
 /**
  * Most scored (output) positions per llama_decode call on the CPU. llama.cpp keeps n_vocab floats of logits per output
@@ -147,7 +153,8 @@ export class StreamGuard {
     static async load(options: StreamGuardOptions): Promise<StreamGuard> {
         if (options == null || typeof options !== "object")
             throw new TypeError("Expected an options object {model, head?, threads?, gpuLayers?, contextSize?} for StreamGuard.load");
-        const model = path.resolve(stringOption("model", options.model));
+        const pull = options.pull != null ? booleanOption("pull", options.pull) : true;
+        const model = path.resolve((await resolveModel(stringOption("model", options.model), {pull})).path);
         if (!existsSync(model))
             throw new Error(`Model file ${model} does not exist`);
         const gguf = await readGguf(model);

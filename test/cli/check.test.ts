@@ -24,7 +24,8 @@ interface Run {
 /** Runs the CLI with `input` on stdin. */
 function run(args: readonly string[], input: string | Buffer = ""): Promise<Run> {
     return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, [cli, ...args], {env: {...process.env, NO_COLOR: "1"}});
+        // an empty model cache, offline: a run without -m says which model it needs
+        const child = spawn(process.execPath, [cli, ...args], {env: {...process.env, NO_COLOR: "1", QWENGUARD_MODELS: "/nonexistent/models", HF_HUB_OFFLINE: "1"}});
         let stdout = "";
         let stderr = "";
         child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
@@ -59,7 +60,7 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
     await writeFile(promptFile, "q");
     const head = path.join(path.dirname(stream), "model.head.gguf");
     const table: Array<[string[], string, string | RegExp]> = [
-        [["check", "x.txt"], "", /error: required option '-m, --model <file>' not specified/],
+        [["check"], "q", "qwenguard: gen-0.6b:q8_0 is not in the model cache (/nonexistent/models) and HF_HUB_OFFLINE is set: run `qwenguard pull gen-0.6b` while online\n"],
         [["--format", "xml"], "", 'qwenguard: Expected text, jsonl or chat for --format but received "xml"\n'],
         [["--policy", "medium"], "", 'qwenguard: Expected strict, loose or a number in (0, 1] for --policy but received "medium"\n'],
         [["--policy", "0"], "", 'qwenguard: Expected strict, loose or a number in (0, 1] for --policy but received "0"\n'],

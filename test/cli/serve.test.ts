@@ -65,7 +65,7 @@ function curl(args: readonly string[]): {status: number | null, stdout: string} 
 
 t.test("usage errors exit with 2 and say what was wrong", async (t) => {
     const table: Array<[string[], RegExp]> = [
-        [[], /^qwenguard: Expected a model to serve: -m, --model <file> \(a Gen and\/or a Stream model\)\n$/],
+        [[], /^qwenguard: Expected a model to serve: -m, --model <model> \(a Gen and\/or a Stream model: a name such as gen-0\.6b, or a file\)\n$/],
         [["-m", gen, "--port", "http"], /^qwenguard: Expected a port number between 0 and 65535 for --port but received "http"\n$/],
         [["-m", gen, "--port", "70000"], /^qwenguard: Expected a port number between 0 and 65535 for --port but received "70000"\n$/],
         [["-m", gen, "--max-body", "lots"], /^qwenguard: Expected a size in bytes \(e\.g\. 1048576, 512k or 1m\) for --max-body but received "lots"\n$/],

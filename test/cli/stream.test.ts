@@ -23,7 +23,9 @@ interface Run {
  */
 function runStreaming(args: string[], chunks: string[], delayMs = 150): Promise<Run> {
     return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, [cli, ...args], {stdio: ["pipe", "pipe", "pipe"], env: {...process.env, NO_COLOR: "1"}});
+        // an empty model cache, offline: a run without -m says which model it needs
+        const child = spawn(process.execPath, [cli, ...args], {stdio: ["pipe", "pipe", "pipe"],
+            env: {...process.env, NO_COLOR: "1", QWENGUARD_MODELS: "/nonexistent/models", HF_HUB_OFFLINE: "1"}});
         let stdout = "";
         let stderr = "";
         const echoedBeforeChunk: number[] = [];
@@ -83,7 +85,8 @@ t.test("usage and input errors exit with 2 and say what was wrong", async (t) =>
 
     const noModel = await runStreaming(["stream"], []);
     t.equal(noModel.status, 2);
-    t.match(noModel.stderr, "required option '-m, --model <file>' not specified");
+    t.equal(noModel.stderr, "qwenguard: stream-0.6b:q8_0 is not in the model cache (/nonexistent/models) and HF_HUB_OFFLINE is set: " +
+        "run `qwenguard pull stream-0.6b` while online\n");
 });
 
 t.test("a safe response is echoed as it streams in, exit 0", async (t) => {

@@ -15,20 +15,24 @@ export async function tempDir(t: Test): Promise<string> {
 }
 
 /**
- * Asserts that `action` throws or rejects with an instance of `ErrorClass` whose message is exactly `message`.
+ * Asserts that `action` throws or rejects with an instance of `ErrorClass` whose message is exactly `message` (or
+ * matches it, for a pattern).
  * @param action - a promise, or a function that throws or returns a promise
  */
 export async function expectError(
-    t: Test, action: Promise<unknown> | (() => unknown), ErrorClass: abstract new (...args: never[]) => Error, message: string
+    t: Test, action: Promise<unknown> | (() => unknown), ErrorClass: abstract new (...args: never[]) => Error, message: string | RegExp
 ): Promise<void> {
     try {
         await (typeof action === "function" ? action() : action);
     } catch (error) {
         t.type(error, ErrorClass, `throws ${ErrorClass.name}`);
-        t.equal((error as Error).message, message);
+        if (typeof message === "string")
+            t.equal((error as Error).message, message);
+        else
+            t.match((error as Error).message, message);
         return;
     }
-    t.fail(`expected ${ErrorClass.name}: ${message}`);
+    t.fail(`expected ${ErrorClass.name}: ${String(message)}`);
 }
 
 /** Builds GGUF bytes field by field, to craft valid and hostile files by hand. */

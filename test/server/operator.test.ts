@@ -12,7 +12,7 @@ const planted = await plantedModels();
 t.test("createServer refuses bad options, naming them", async (t) => {
     const table: Array<[object, string]> = [
         [{}, 'Expected a model to serve: "models" (files), "gen" or "stream" (loaded guards)'],
-        [{models: "a.gguf"}, 'Expected an array of model file paths for "models" but received "a.gguf"'],
+        [{models: "a.gguf"}, 'Expected an array of model files or model names for "models" but received "a.gguf"'],
         [{models: [planted.gen], maxQueue: -1}, 'Expected an integer between 0 and 1048576 for "maxQueue" but received -1'],
         [{models: [planted.gen], upstream: "ftp://host/v1"}, 'Expected an http:// or https:// URL for "upstream" but received "ftp://host/v1"'],
         [{models: [planted.gen], upstream: "not a url"}, 'Expected an http:// or https:// URL for "upstream" but received "not a url"'],
