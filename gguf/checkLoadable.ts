@@ -5,6 +5,8 @@
 // a real load, an unknown tokenizer) is not repeated here, except where node-llama-cpp's simulated load (before every
 // real one, in-process, without llama.cpp's shape checks) would abort instead.
 //
+//  the reader (gguf/readGguf.ts) already refuses, among the GGUF format's own rules:
+//   gguf.cpp 143  GGML_ASSERT(!key.empty()): a metadata key that holds a NUL byte (copied as a C string, it is cut short)
 //  vocabulary (src/llama-vocab.cpp)
 //   2501  GGML_ASSERT(id_to_token.size() == token_to_id.size()): two token strings equal; strings are cut at a NUL
 //         byte (2468) and an empty one becomes "[EMPTY_<id>]" (2471), so those collide too

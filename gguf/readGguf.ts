@@ -248,6 +248,10 @@ async function readKv(reader: ByteReader, index: number, limits: GgufLimits): Pr
     const key = await readString(reader, limits);
     if (key.length === 0)
         throw new GgufKeyError(`Expected a non-empty key for metadata entry ${index} but got ""`);
+    // llama.cpp copies keys as C strings: one that starts with NUL is empty there, and gguf.cpp:143
+    // GGML_ASSERT(!key.empty()) aborts the process (found by the fuzz: bench/fuzzBench.ts, seed 2)
+    if (key.includes("\0"))
+        throw new GgufKeyError(`Expected a key without NUL bytes for metadata entry ${index} but got ${JSON.stringify(key)}`);
 
     reader.context = `the value of key "${key}"`;
     const type = await readValueType(reader, reader.context);
@@ -391,6 +395,9 @@ async function readTensorInfo(reader: ByteReader, index: number, limits: GgufLim
         throw new GgufTensorNameError(
             `Expected a tensor name of at most ${limits.maxTensorNameLength} bytes (limit maxTensorNameLength) for tensor ${index} but got ${nameLength} bytes ("${name}")`
         );
+
+    if (name.includes("\0")) // ggml takes the name as a C string: cut short, it is another tensor's or none
+        throw new GgufTensorNameError(`Expected a tensor name without NUL bytes for tensor ${index} but got ${JSON.stringify(name)}`);
 
     const subject = `tensor "${name}"`;
     reader.context = `the info of ${subject}`;

@@ -227,6 +227,8 @@ async function fetchFile(download: FileDownload, filePath: string, options: {hea
                 throw error.cause instanceof Error ? error.cause : error;
             if ((error as NodeJS.ErrnoException).code === "ENOSPC")
                 throw new InsufficientSpaceError(`The disk filled up while downloading ${download.file}: free some space and pull again (it resumes)`);
+            if ((error as NodeJS.ErrnoException).syscall !== undefined)
+                throw error; // the cache folder cannot be written: retrying will not help
             failures = offset > progressBefore ? 1 : failures + 1;
             if (failures >= MAX_ATTEMPTS)
                 throw new HubUnreachableError(`Downloading ${download.url} failed ${failures} times in a row (${describeCause(error)}); ` +

@@ -220,7 +220,9 @@ class ModelPull {
                     (ggufs.length > 0 ? `; its GGUF files: ${ggufs.join(", ")}` : "; it holds no GGUF file"));
             }
             await this.checkSpace([file], downloads, 0, commit);
-            [downloaded] = await this.download(info, [file], downloads);
+            // saved under a flat name: the file may sit in a folder of the repository
+            [downloaded] = await this.downloadAll([{url: this.hub.fileUrl(info.repo, info.commit, file.name), file: MODEL_FILE, size: file.size,
+                sha256: file.sha256, blobId: file.blobId}], downloads, this.hub.headers);
         } else {
             const size = await urlSize(source.url, this.options.signal);
             await this.checkSpace([{name: MODEL_FILE, size, sha256: undefined, blobId: undefined}], downloads, 0);

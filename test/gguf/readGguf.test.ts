@@ -84,6 +84,10 @@ const hostileFiles: HostileCase[] = [
         message: 'Expected a non-empty key for metadata entry 0 but got ""'
     },
     {
+        name: "key with a NUL byte", bytes: header(0, 1).kvUint32("\0\0quantization_version", 1).build(), error: GgufKeyError,
+        message: 'Expected a key without NUL bytes for metadata entry 0 but got "\\u0000\\u0000quantization_version"'
+    },
+    {
         name: "unknown value type", bytes: header(0, 1).str("k").u32(13).build(), error: GgufValueTypeError,
         message: 'Expected a GGUF value type (0 to 12) for the value of key "k" but got 13'
     },
@@ -127,6 +131,10 @@ const hostileFiles: HostileCase[] = [
         name: "tensor name longer than ggml allows", bytes: header(1, 0).tensorInfo("x".repeat(64), [32], GgmlType.F32, 0).build(),
         error: GgufTensorNameError,
         message: `Expected a tensor name of at most 63 bytes (limit maxTensorNameLength) for tensor 0 but got 64 bytes ("${"x".repeat(64)}")`
+    },
+    {
+        name: "tensor name with a NUL byte", bytes: header(1, 0).tensorInfo("blk.0\0x", [32], GgmlType.F32, 0).build(),
+        error: GgufTensorNameError, message: 'Expected a tensor name without NUL bytes for tensor 0 but got "blk.0\\u0000x"'
     },
     {
         name: "duplicate tensor name", bytes: header(2, 0).tensorInfo("t", [4], GgmlType.F32, 0).tensorInfo("t", [4], GgmlType.F32, 32).data(32, 64).build(),

@@ -45,7 +45,7 @@ const hub = await startHubServer({
         {id: "me/gated-guard", dir: genDir, gated: true},
         {id: "me/llama", files: {"config.json": llamaConfig, "model.safetensors": new Uint8Array(16)}},
         {id: "me/no-config", files: {"README.md": "hello"}},
-        {id: "me/ggufs", files: {"guard-q8_0.gguf": await fs.readFile(genGguf), "stream.gguf": await fs.readFile(streamGguf)}}
+        {id: "me/ggufs", files: {"guard-q8_0.gguf": await fs.readFile(genGguf), "stream.gguf": await fs.readFile(streamGguf), "sub/guard.gguf": await fs.readFile(genGguf)}}
     ]
 });
 t.teardown(() => hub.close());
@@ -77,7 +77,7 @@ t.test("what cannot be pulled is refused with an error that says what to do, and
         ["hf:me/llama", {}, NotAGuardModelError, /^me\/llama@[0-9a-f]{10} is not a Qwen3Guard checkpoint: its config\.json names the architectures \["LlamaForCausalLM"\] \(expected Qwen3ForCausalLM for Gen or Qwen3ForGuardModel for Stream\)$/],
         ["hf:me/no-config", {}, NotAGuardModelError, /^me\/no-config@[0-9a-f]{10} has no config\.json: it is not a Hugging Face checkpoint \(a GGUF in it is pulled as hf:OWNER\/REPO\/FILE\.gguf\)$/],
         ["gen-4b", {}, NotAGuardModelError, /^Qwen\/Qwen3Guard-Gen-4B@[0-9a-f]{10} holds a Qwen3Guard-Stream checkpoint \(Qwen3ForGuardModel\), but gen-4b:q8_0 names a Gen model$/],
-        ["hf:me/ggufs/nothing.gguf", {}, HubNotFoundError, /^me\/ggufs@[0-9a-f]{10} has no file nothing\.gguf; its GGUF files: guard-q8_0\.gguf, stream\.gguf$/],
+        ["hf:me/ggufs/nothing.gguf", {}, HubNotFoundError, /^me\/ggufs@[0-9a-f]{10} has no file nothing\.gguf; its GGUF files: guard-q8_0\.gguf, stream\.gguf, sub\/guard\.gguf$/],
         ["hf:me/ggufs/stream.gguf", {}, NotAGuardModelError, "hf:me/ggufs/stream.gguf is a Qwen3Guard-Stream backbone GGUF: pull the Stream checkpoint repository instead (hf:OWNER/REPO), which gives the backbone and its head together"],
         ["gen-0.6b", {HF_HUB_OFFLINE: "1"}, ModelNotCachedError, /^gen-0\.6b:q8_0 is not in the model cache \(.+\) and HF_HUB_OFFLINE is set: run `qwenguard pull gen-0\.6b` while online$/],
         ["gen-0.6b", {HF_ENDPOINT: `http://127.0.0.1:${closedPort}`}, HubUnreachableError,
@@ -190,6 +190,7 @@ t.test("a ready GGUF from the hub or a URL is checked and probed in a child proc
         downloaded: [{file: "guard-q8_0.gguf", sha256: hub.digest("me/ggufs", "guard-q8_0.gguf").sha256}]});
     t.ok(events.some(({event}) => event === "probe"), "a file from outside Qwen/ is loaded once in a child first");
     t.same(await fs.readFile(fromHub.path), await fs.readFile(genGguf));
+    t.match((await pullModel("hf:me/ggufs/sub/guard.gguf", {...options, isolate: false})).manifest, {source: {file: "sub/guard.gguf"}}, "a GGUF in a folder of the repository");
 
     const url = `${hub.url}/me/ggufs/resolve/main/guard-q8_0.gguf`;
     const fromUrl = await pullModel(url, options);
@@ -202,12 +203,10 @@ t.test("two pulls of one model at once: one downloads, the other waits and reuse
     const {cacheDir, options} = await setup(t);
     const sent = hub.bytesSent("model.safetensors");
     const waiting: string[] = [];
-    const [first, second] = await Promise.all([
-        pullModel("gen-0.6b", options),
-        pullModel("gen-0.6b", {...options, onProgress: (event) => event.event === "waiting" && waiting.push(event.name)})
-    ]);
+    const onProgress = (event: PullEvent) => void (event.event === "waiting" && waiting.push(event.name));
+    const [first, second] = await Promise.all([pullModel("gen-0.6b", {...options, onProgress}), pullModel("gen-0.6b", {...options, onProgress})]);
     t.equal(first.path, second.path);
-    t.same(waiting, ["gen-0.6b:q8_0"]);
+    t.same(waiting, ["gen-0.6b:q8_0"], "one of the two waited");
     t.equal(hub.bytesSent("model.safetensors") - sent, hub.digest("Qwen/Qwen3Guard-Gen-0.6B", "model.safetensors").size, "downloaded once");
 
     // the lock a process killed with -9 leaves: not refreshed for a minute
