@@ -79,6 +79,11 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
     if (given.length > 0 && options.format !== "csv" && !input.toLowerCase().endsWith(".csv"))
         throw new UsageError("--id-column, --prompt-column and --response-column apply to CSV input");
 
+    if (!existsSync(input)) // before a default model is pulled for it
+        throw new UsageError(`Input file ${input} does not exist`);
+    // a named model missing from the cache is pulled first (Ctrl-C there keeps the download for the next run)
+    const model = await resolveModelFlag(options.model);
+
     const controller = new AbortController();
     let interrupts = 0;
     const onInterrupt = () => {
@@ -90,9 +95,6 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
     };
     process.on("SIGINT", onInterrupt);
     process.on("SIGTERM", onInterrupt);
-    if (!existsSync(input)) // before a default model is pulled for it
-        throw new UsageError(`Input file ${input} does not exist`);
-    const model = await resolveModelFlag(options.model);
     const progress = new ProgressReporter();
     try {
         const summary = await failAsUsage(() => moderateFile(input, options.output, {
