@@ -1,4 +1,4 @@
-// `npm run bench:fuzz [-- --mutants 10000] [--seed 1] [--raw] [--quick] [--part cost|fuzz]`: first the cost of the
+// `npm run bench:fuzz [-- --mutants 10000] [--seed 1] [--raw] [--quick] [--part cost|fuzz] [--only gguf|checkpoint]`: first the cost of the
 // pre-flight check (reading the header and checking it) against loading the same model with GenGuard and StreamGuard
 // (which includes it), on the 0.6B shapes (tiny with --quick); then the long fuzz run of model files (the short one
 // is in `npm test`): seeded GGUF mutants of the tiny Gen model and of the tiny Stream backbone (60% and 20% of the
@@ -88,9 +88,11 @@ try {
         ["gen checkpoint", async () => fuzzCheckpoint(await cachedFixture("tiny-gen"), {mutants: share(0.15), seed: seed + 2, dir, onCase})],
         ["stream checkpoint", async () => fuzzCheckpoint(await cachedFixture("tiny-stream"), {mutants: mutants - share(0.6) - share(0.2) - share(0.15), seed: seed + 3, dir, onCase})]
     ];
-    const out = path.join(benchCacheDir, `fuzz${quick ? "-quick" : ""}.json`);
+    // --only gguf | checkpoint: those parts alone, with the seeds and shares of the whole run (to redo a part)
+    const only = flag("--only");
+    const out = path.join(benchCacheDir, `fuzz${quick ? "-quick" : ""}${only != null ? `-${only}` : ""}.json`);
     await mkdir(benchCacheDir, {recursive: true});
-    for (const [name, run] of runs) {
+    for (const [name, run] of runs.filter(([name]) => only == null || name.endsWith(only))) {
         const report = await run();
         results[name] = report;
         await writeFile(out, JSON.stringify(results, null, 2) + "\n"); // after each part: a long run's figures survive its end

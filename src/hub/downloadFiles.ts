@@ -135,7 +135,7 @@ export async function downloadFiles(downloads: readonly FileDownload[], dir: str
 }
 
 /** The suffix of a file being downloaded. */
-const INCOMPLETE = ".incomplete";
+export const INCOMPLETE = ".incomplete";
 const PARALLEL_FILES = 4;
 const PROGRESS_INTERVAL_MS = 100;
 /** Bytes written to disk at once. */
@@ -160,6 +160,14 @@ async function fetchFile(download: FileDownload, filePath: string, options: {hea
         await fs.rm(partPath, {force: true});
         offset = 0;
     }
+    // what the first response said the file was (ETag or Last-Modified): a resume sends it as If-Range, so a file
+    // changed in between is sent whole instead of a mismatched rest
+    const validatorPath = `${partPath}.validator`;
+    let validator = await fs.readFile(validatorPath, "utf8").catch(() => undefined);
+    if (offset > 0 && validator === undefined && download.sha256 === undefined && download.blobId === undefined) {
+        await fs.rm(partPath, {force: true}); // no hash and no validator: a resumed file could not be trusted
+        offset = 0;
+    }
     // hashed as written, so the file is read back only for the part an earlier pull wrote
     let digest = new FileDigest(download);
     if (offset > 0)
@@ -172,25 +180,41 @@ async function fetchFile(download: FileDownload, filePath: string, options: {hea
         const stall = new AbortController();
         let timer = setTimeout(() => stall.abort(new Error(`no data for ${STALL_MS / 1000} s`)), STALL_MS);
         const progressBefore = offset;
-        let finished = false;
         try {
             const signals = [stall.signal, ...(options.signal !== undefined ? [options.signal] : [])];
-            const response = await fetch(download.url, {headers: {...options.headers, ...(offset > 0 ? {range: `bytes=${offset}-`} : {}),
-                "accept-encoding": "identity"}, signal: AbortSignal.any(signals)});
+            const range = offset > 0 ? {range: `bytes=${offset}-`, ...(validator !== undefined ? {"if-range": validator} : {})} : {};
+            const response = await fetch(download.url, {headers: {...options.headers, ...range, "accept-encoding": "identity"}, signal: AbortSignal.any(signals)});
             if (offset > 0 && response.status === 416 && download.size < 0) {
                 await response.body?.cancel();
                 break; // the whole file was already there
             }
+            if (offset > 0 && response.status === 416) {
+                await response.body?.cancel();
+                await fs.rm(partPath, {force: true});
+                throw new FinalError("", {cause: new HubUnreachableError(`${download.url} holds fewer bytes than the ${download.size} the hub reports ` +
+                    `(a range from byte ${offset} was refused with 416)`)});
+            }
             if (!response.ok)
-                throw statusError(response.status, download.url, await response.text().catch(() => ""));
+                throw statusError(response.status, download.url, await response.text().catch(() => ""), "authorization" in options.headers);
             const resumed = offset > 0 && response.status === 206;
             if (offset > 0 && !resumed) {
-                offset = 0; // the server ignored the range: start over
+                offset = 0; // the server ignored the range, or the file changed: start over
                 digest = new FileDigest(download);
             } else if (resumed) {
                 const start = /^bytes (\d+)-/.exec(response.headers.get("content-range") ?? "")?.[1];
-                if (Number(start) !== offset)
-                    throw new FinalError(`${download.url} answered a range request for bytes ${offset}- with ${response.headers.get("content-range") ?? "no Content-Range"}`);
+                if (Number(start) !== offset) {
+                    await response.body?.cancel();
+                    throw new FinalError("", {cause: new HubUnreachableError(`${download.url} answered a range request for bytes ${offset}- with ` +
+                        `${response.headers.get("content-range") ?? "no Content-Range"}`)});
+                }
+            }
+            if (!resumed) {
+                const etag = response.headers.get("etag");
+                validator = (etag !== null && !etag.startsWith("W/") ? etag : response.headers.get("last-modified")) ?? undefined;
+                if (validator !== undefined)
+                    await fs.writeFile(validatorPath, validator);
+                else
+                    await fs.rm(validatorPath, {force: true});
             }
             const handle = await fs.open(partPath, resumed ? "a" : "w");
             // received bytes are written (and hashed) in blocks; on any error the block so far is still written
@@ -219,7 +243,12 @@ async function fetchFile(download: FileDownload, filePath: string, options: {hea
             } finally {
                 await flush().finally(() => handle.close());
             }
-            finished = true;
+            if (download.size >= 0 && offset > download.size) {
+                await fs.rm(partPath, {force: true});
+                throw new FinalError("", {cause: new HubUnreachableError(`${download.url} sent ${offset} bytes, more than the ${download.size} the hub reports`)});
+            }
+            if (download.size >= 0 && offset < download.size)
+                throw new Error(`the response ended after ${offset} of ${download.size} bytes`); // retried below, from there
         } catch (error) {
             if (options.signal?.aborted)
                 throw options.signal.reason;
@@ -238,19 +267,19 @@ async function fetchFile(download: FileDownload, filePath: string, options: {hea
         } finally {
             clearTimeout(timer);
         }
-        if (finished && (download.size < 0 || offset >= download.size))
-            break;
-        failures = offset > progressBefore ? 0 : failures + 1; // the body ended early: ask for the rest
+        break;
     }
     await fs.rename(partPath, filePath);
+    await fs.rm(validatorPath, {force: true});
     return digest.verdict();
 }
 
 /** An HTTP refusal as a pull error (final for 4xx, retried for 429 and 5xx). */
-function statusError(status: number, url: string, body: string): Error {
+function statusError(status: number, url: string, body: string, authorized: boolean): Error {
     const detail = body.trim().slice(0, 200);
     if (status === 401 || status === 403)
-        return new FinalError("", {cause: new HubAccessError(`${url} refused access (${status}): set HF_TOKEN to a token with access to it`)});
+        return new FinalError("", {cause: new HubAccessError(`${url} refused access (${status}): ` +
+            (authorized ? "the token has no access to it (accept the model's terms on the hub, or use another token)" : "set HF_TOKEN to a token with access to it"))});
     if (status === 404)
         return new FinalError("", {cause: new HubNotFoundError(`${url} does not exist (404)`)});
     if (status === 429 || status >= 500)

@@ -43,7 +43,7 @@ const REVISION = /^[A-Za-z0-9._\-/]+$/;
  * @param value - what the user gave
  */
 export function isModelName(value: string): boolean {
-    return /^(hf:|https?:\/\/)/.test(value) || value.split(":")[0] in OFFICIAL_MODELS;
+    return /^(hf:|https?:\/\/)/.test(value) || Object.hasOwn(OFFICIAL_MODELS, value.split(":")[0]);
 }
 
 /**
@@ -62,7 +62,7 @@ export function parseModelName(name: string): ModelSource {
         return parseHubReference(name);
 
     const [base, type, ...rest] = name.split(":");
-    const official = OFFICIAL_MODELS[base as OfficialModelName] as (typeof OFFICIAL_MODELS)[OfficialModelName] | undefined;
+    const official = Object.hasOwn(OFFICIAL_MODELS, base) ? OFFICIAL_MODELS[base as OfficialModelName] : undefined;
     if (official === undefined || rest.length > 0)
         throw new ModelNameError(`Unknown model ${JSON.stringify(name)}: expected one of ${Object.keys(OFFICIAL_MODELS).join(", ")} (with an optional :TYPE), ` +
             "hf:OWNER/REPO[@REV][:TYPE], hf:OWNER/REPO[@REV]/FILE.gguf, an https:// URL of a GGUF, or a path to a GGUF file");
@@ -101,6 +101,9 @@ function parseUrl(name: string): ModelSource {
     } catch {
         throw new ModelNameError(`Invalid model URL ${JSON.stringify(name)}`);
     }
+    // without a hash to check, only TLS vouches for the bytes: plain http only from this machine
+    if (url.protocol === "http:" && !["127.0.0.1", "localhost", "[::1]"].includes(url.hostname))
+        throw new ModelNameError(`Expected an https:// URL but received ${JSON.stringify(name)}: a model over plain http could be swapped on the way`);
     if (!/\.gguf$/i.test(url.pathname))
         throw new ModelNameError(`Expected the URL of a .gguf file but received ${JSON.stringify(name)}: a checkpoint repository is pulled as hf:OWNER/REPO`);
     return {kind: "url", name: url.href, url: url.href};

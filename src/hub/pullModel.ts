@@ -15,7 +15,7 @@ import {probeModel} from "../probe/probeModel.js";
 import {quantizationTypes, quantizeModel} from "../quantize/quantizeModel.js";
 import {HubClient} from "./HubClient.js";
 import type {HubFile, HubRepoInfo} from "./HubClient.js";
-import {downloadFiles} from "./downloadFiles.js";
+import {INCOMPLETE, downloadFiles} from "./downloadFiles.js";
 import type {DownloadedFile, FileDownload} from "./downloadFiles.js";
 import {HubNotFoundError, HubUnreachableError, InsufficientSpaceError, ModelNotCachedError, NotAGuardModelError, PullError} from "./errors.js";
 import {hubEnvironment} from "./hubEnvironment.js";
@@ -126,6 +126,12 @@ export async function pullModel(name: string, options: PullModelOptions = {}): P
     }
 }
 
+/** A model made in the work folder, and the downloads it came from. */
+interface PulledFiles {
+    readonly manifest: ModelManifest;
+    readonly downloads: string;
+}
+
 /** One pull, holding the lock. */
 class ModelPull {
     private readonly work: string;
@@ -137,19 +143,29 @@ class ModelPull {
         private readonly hub: HubClient,
         private readonly options: PullModelOptions & {readonly signal: AbortSignal}
     ) {
-        this.work = path.join(cacheDir, `.partial-${folder}`);
+        this.work = path.join(cacheDir, `.partial-${folder}-${process.pid}-${Date.now()}`);
     }
 
     public async run(): Promise<CachedModel> {
         // a conversion cut short (Ctrl-C, kill -9) leaves its folder: start it again
-        await fs.rm(this.work, {recursive: true, force: true});
+        for (const entry of await fs.readdir(this.cacheDir)) {
+            if (entry.startsWith(`.partial-${this.folder}-`))
+                await fs.rm(path.join(this.cacheDir, entry), {recursive: true, force: true});
+        }
         await fs.mkdir(this.work, {recursive: true});
         try {
-            const manifest = this.source.kind === "checkpoint" ? await this.pullCheckpoint(this.source) : await this.pullGguf(this.source);
+            const {manifest, downloads} = this.source.kind === "checkpoint" ? await this.pullCheckpoint(this.source) : await this.pullGguf(this.source);
             await fs.writeFile(path.join(this.work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + "\n");
+            // a pull cancelled during the conversion (or that lost its lock to another process) publishes nothing
+            this.options.signal.throwIfAborted();
             const target = path.join(this.cacheDir, this.folder);
             await fs.rm(target, {recursive: true, force: true}); // an incomplete folder of an older version
             await fs.rename(this.work, target);
+            // the downloads go only once the model is in place: a pull killed before that reuses them
+            if (this.options.keepSource === true && this.source.kind === "checkpoint")
+                await fs.rename(downloads, path.join(target, "source"));
+            else
+                await fs.rm(downloads, {recursive: true, force: true});
         } finally {
             await fs.rm(this.work, {recursive: true, force: true});
         }
@@ -159,7 +175,7 @@ class ModelPull {
         return model;
     }
 
-    private async pullCheckpoint(source: Extract<ModelSource, {kind: "checkpoint"}>): Promise<ModelManifest> {
+    private async pullCheckpoint(source: Extract<ModelSource, {kind: "checkpoint"}>): Promise<PulledFiles> {
         const info = await this.hub.repoInfo(source.repo, source.revision, this.options.signal);
         const downloads = path.join(this.cacheDir, ".downloads", `${source.repo.replace("/", "--")}@${info.commit}`);
         const at = `${source.repo}@${info.commit.slice(0, 10)}`;
@@ -193,20 +209,30 @@ class ModelPull {
                 onProgress: ({bytesWritten}) => this.options.onProgress?.({event: "quantize", name: source.name, type: source.type, bytesWritten})});
             await fs.rm(path.dirname(convertTo), {recursive: true, force: true});
         }
-        if (this.options.keepSource === true)
-            await fs.rename(downloads, path.join(this.work, "source"));
-        else
-            await fs.rm(downloads, {recursive: true, force: true});
+        // a fine-tune's tokenizer and config.json values go into the GGUF as they are: loaded once in a child first
+        if (this.options.isolate ?? !source.repo.startsWith(OFFICIAL_OWNER))
+            await this.probe(modelPath);
 
-        return {
+        return {downloads, manifest: {
             manifestVersion: MANIFEST_VERSION, name: source.name, variant, type: source.type,
             source: {kind: "checkpoint", repo: source.repo, revision: source.revision ?? "main", commit: info.commit},
             downloaded: all.map(({file, size, sha256}) => ({file, size, sha256})),
             files: await this.modelFiles(), converterVersion: packageVersion(), pulledAt: new Date().toISOString()
-        };
+        }};
     }
 
-    private async pullGguf(source: Extract<ModelSource, {kind: "hub-gguf" | "url"}>): Promise<ModelManifest> {
+    /** Load a model once in a child process and judge with it; refuse it unless that went well. */
+    private async probe(modelPath: string): Promise<void> {
+        this.options.onProgress?.({event: "probe", name: this.source.name});
+        const probe = await probeModel(modelPath);
+        if (probe.outcome !== "loaded")
+            throw new NotAGuardModelError(`${this.source.name} does not load: ` + (probe.outcome === "refused" ? probe.message
+                : probe.outcome === "crashed" ? `llama.cpp aborts the process on it (${probe.message || probe.signal || probe.code}); the file is corrupt or hostile`
+                    : "its load did not finish; the file is corrupt or hostile"));
+        this.options.signal.throwIfAborted();
+    }
+
+    private async pullGguf(source: Extract<ModelSource, {kind: "hub-gguf" | "url"}>): Promise<PulledFiles> {
         const downloads = path.join(this.cacheDir, ".downloads", this.folder);
         let downloaded: DownloadedFile;
         let commit: string | undefined;
@@ -219,7 +245,7 @@ class ModelPull {
                 throw new HubNotFoundError(`${source.repo}@${info.commit.slice(0, 10)} has no file ${source.file}` +
                     (ggufs.length > 0 ? `; its GGUF files: ${ggufs.join(", ")}` : "; it holds no GGUF file"));
             }
-            await this.checkSpace([file], downloads, 0, commit);
+            await this.checkSpace([{...file, name: MODEL_FILE}], downloads, 0, commit);
             // saved under a flat name: the file may sit in a folder of the repository
             [downloaded] = await this.downloadAll([{url: this.hub.fileUrl(info.repo, info.commit, file.name), file: MODEL_FILE, size: file.size,
                 sha256: file.sha256, blobId: file.blobId}], downloads, this.hub.headers);
@@ -229,10 +255,8 @@ class ModelPull {
             [downloaded] = await this.downloadAll([{url: source.url, file: MODEL_FILE, size}], downloads);
         }
 
-        const modelPath = path.join(this.work, MODEL_FILE);
-        await fs.rename(downloaded.path, modelPath);
-        await fs.rm(downloads, {recursive: true, force: true});
-        const {metadata} = await readGguf(modelPath);
+        // checked where it was downloaded: a pull killed during the probe does not download it again
+        const {metadata} = await readGguf(downloaded.path);
         const architecture = metadata.find("general.architecture", GgufValueType.STRING);
         const variant = metadata.find("qwen3guard.variant", GgufValueType.STRING);
         if (variant === "stream-backbone" || variant === "stream-head")
@@ -241,21 +265,16 @@ class ModelPull {
         if (architecture !== "qwen3")
             throw new NotAGuardModelError(`${source.name} is not a Qwen3Guard-Gen GGUF: its general.architecture is ${JSON.stringify(architecture)} (expected "qwen3")`);
         const official = source.kind === "hub-gguf" && source.repo.startsWith(OFFICIAL_OWNER);
-        if (this.options.isolate ?? !official) {
-            this.options.onProgress?.({event: "probe", name: source.name});
-            const probe = await probeModel(modelPath);
-            if (probe.outcome !== "loaded")
-                throw new NotAGuardModelError(`${source.name} does not load: ` + (probe.outcome === "refused" ? probe.message
-                    : probe.outcome === "crashed" ? `llama.cpp aborts the process on it (${probe.message || probe.signal || probe.code}); the file is corrupt or hostile`
-                        : "its load did not finish; the file is corrupt or hostile"));
-        }
-        return {
+        if (this.options.isolate ?? !official)
+            await this.probe(downloaded.path);
+        await fs.rename(downloaded.path, path.join(this.work, MODEL_FILE));
+        return {downloads, manifest: {
             manifestVersion: MANIFEST_VERSION, name: source.name, variant: "gen", type: fileTypeName(metadata.find("general.file_type", GgufValueType.UINT32)),
             source: source.kind === "hub-gguf" ? {kind: source.kind, repo: source.repo, revision: source.revision ?? "main", commit, file: source.file}
                 : {kind: source.kind, url: source.url},
             downloaded: [{file: source.kind === "hub-gguf" ? source.file : source.url, size: downloaded.size, sha256: downloaded.sha256}],
             files: await this.modelFiles(), pulledAt: new Date().toISOString()
-        };
+        }};
     }
 
     /** Download files of a repository at its resolved commit. */
@@ -275,15 +294,16 @@ class ModelPull {
     }
 
     /**
-     * Refuse a pull the disk cannot hold, before downloading: the files not yet complete in `dir` plus `outputBytes`.
+     * Refuse a pull the disk cannot hold, before downloading: what is not yet downloaded into `dir`, plus `outputBytes`.
      * Also reports what is about to be fetched.
      */
     private async checkSpace(files: readonly HubFile[], dir: string, outputBytes: number, commit?: string): Promise<void> {
         let downloadBytes = 0;
         for (const file of files) {
-            const have = await fs.stat(path.join(dir, file.name)).then((stat) => stat.size, () => -1);
-            if (have !== file.size)
-                downloadBytes += Math.max(0, file.size);
+            const size = (name: string) => fs.stat(path.join(dir, name)).then((stat) => stat.size, () => 0);
+            // what an earlier pull downloaded (whole, or part of it) is not fetched again
+            const have = await size(file.name) === file.size ? file.size : await size(`${file.name}${INCOMPLETE}`);
+            downloadBytes += Math.max(0, file.size - have);
         }
         const totalBytes = files.reduce((sum, file) => sum + Math.max(0, file.size), 0);
         const source = this.source.kind === "url" ? this.source.url : this.source.repo;

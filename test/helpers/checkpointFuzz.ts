@@ -111,9 +111,11 @@ function planMutation(random: SeededRandom, weights: Buffer, headerLength: numbe
     config: Record<string, unknown>): Plan {
     const kind = random.int(10);
     const names = Object.keys(header).filter((name) => name !== "__metadata__");
-    const writeWeights = (bytes: Buffer) => async (_source: string, target: string) => {
+    // the bytes are built when the mutant is written: plans are drawn up front, and a copy of the weights in each
+    // held thousands of them in memory at once (the 7,500-mutant run ran out of heap)
+    const writeWeights = (bytes: () => Buffer) => async (_source: string, target: string) => {
         await rm(path.join(target, WEIGHTS));
-        await writeFile(path.join(target, WEIGHTS), bytes);
+        await writeFile(path.join(target, WEIGHTS), bytes());
     };
     const withHeader = (edited: object): Buffer => {
         const json = Buffer.from(JSON.stringify(edited));
@@ -123,15 +125,19 @@ function planMutation(random: SeededRandom, weights: Buffer, headerLength: numbe
     };
     if (kind < 3) {
         // 1 to 3 byte edits in the length field or the JSON header
-        const bytes = Buffer.from(weights);
         const edits = Array.from({length: 1 + random.int(3)}, () => {
             const width = [1, 4, 8][random.int(3)];
             const offset = random.int(5) === 0 ? 0 : random.int(8 + headerLength - width);
             const value = Buffer.from(Array.from({length: width}, () => [0, 0xff, 0x22, 0x7d, random.int(256)][random.int(5)]));
-            value.copy(bytes, offset);
-            return `@${offset}=${value.toString("hex")}`;
+            return {offset, value};
         });
-        return {description: `safetensors bytes ${edits.join(" ")}`, write: writeWeights(bytes)};
+        const apply = () => {
+            const bytes = Buffer.from(weights);
+            for (const {offset, value} of edits)
+                value.copy(bytes, offset);
+            return bytes;
+        };
+        return {description: `safetensors bytes ${edits.map(({offset, value}) => `@${offset}=${value.toString("hex")}`).join(" ")}`, write: writeWeights(apply)};
     }
     if (kind < 6) {
         const name = names[random.int(names.length)];
@@ -159,7 +165,7 @@ function planMutation(random: SeededRandom, weights: Buffer, headerLength: numbe
             [edited[name], edited[other]] = [edited[other], edited[name]];
             description = `${name} and ${other} swapped`;
         }
-        return {description: `safetensors header: ${description}`, write: writeWeights(withHeader(edited))};
+        return {description: `safetensors header: ${description}`, write: writeWeights(() => withHeader(edited))};
     }
     if (kind < 9) {
         const keys = Object.keys(config);

@@ -25,6 +25,9 @@ t.test("names that say no model are refused, naming what was expected", async (t
         ["hf:a/b/../c.gguf", 'Invalid model reference "hf:a/b/../c.gguf": "../c.gguf" is not a .gguf file; expected hf:OWNER/REPO[@REV][:TYPE] ' +
             "(a checkpoint repository) or hf:OWNER/REPO[@REV]/FILE.gguf (a GGUF in it)"],
         ["hf:a/b@x/../y", 'Invalid revision "x/../y" in "hf:a/b@x/../y": expected a branch, a tag or a commit'],
+        ["constructor", `Unknown model "constructor": expected one of ${KNOWN} (with an optional :TYPE), hf:OWNER/REPO[@REV][:TYPE], ` +
+            "hf:OWNER/REPO[@REV]/FILE.gguf, an https:// URL of a GGUF, or a path to a GGUF file"],
+        ["http://example.com/m.gguf", 'Expected an https:// URL but received "http://example.com/m.gguf": a model over plain http could be swapped on the way'],
         ["https://example.com/model.safetensors", 'Expected the URL of a .gguf file but received "https://example.com/model.safetensors": ' +
             "a checkpoint repository is pulled as hf:OWNER/REPO"]
     ];
@@ -41,9 +44,10 @@ t.test("official names, types, hub references and URLs", async (t) => {
     t.match(parseModelName("hf:me/gguf@v2/sub/model-Q4.gguf"), {kind: "hub-gguf", name: "hf:me/gguf@v2/sub/model-Q4.gguf", repo: "me/gguf", revision: "v2", file: "sub/model-Q4.gguf"});
     t.match(parseModelName("hf:me/gguf/model.gguf"), {kind: "hub-gguf", revision: undefined, file: "model.gguf"});
     t.match(parseModelName("https://example.com/a/m.gguf?download=1"), {kind: "url", url: "https://example.com/a/m.gguf?download=1"});
+    t.match(parseModelName("http://127.0.0.1:8000/m.gguf"), {kind: "url"}, "plain http from this machine");
     t.notOk("variant" in parseModelName("hf:me/Guard-FT") && parseModelName("hf:me/Guard-FT")["variant" as never], "a fine-tune's variant comes from its config.json");
 
-    t.same(["gen-0.6b", "stream-4b:q4_0", "hf:a/b", "https://x/m.gguf", "model.gguf", "./gen-0.6b", "gen"].map(isModelName), [true, true, true, true, false, false, false]);
+    t.same(["gen-0.6b", "stream-4b:q4_0", "hf:a/b", "https://x/m.gguf", "model.gguf", "./gen-0.6b", "gen", "toString"].map(isModelName), [true, true, true, true, false, false, false, false]);
 });
 
 t.test("every name has its own cache folder, and official ones read as their names", async (t) => {

@@ -70,7 +70,8 @@ async function expectEmptyCache(t: Test, cacheDir: string): Promise<void> {
 t.test("what cannot be pulled is refused with an error that says what to do, and leaves nothing in the cache", async (t) => {
     const table: Array<[string, NodeJS.ProcessEnv, new (...args: never[]) => Error, string | RegExp]> = [
         ["hf:me/gated-guard", {}, HubAccessError, /\/me\/gated-guard\/resolve\/[0-9a-f]{40}\/config\.json refused access \(401\): set HF_TOKEN to a token with access to it$/],
-        ["hf:me/gated-guard", {HF_TOKEN: "hf_wrong"}, HubAccessError, /refused access \(403\): set HF_TOKEN to a token with access to it$/],
+        ["hf:me/gated-guard", {HF_TOKEN: "hf_wrong"}, HubAccessError,
+            /refused access \(403\): the token has no access to it \(accept the model's terms on the hub, or use another token\)$/],
         ["hf:me/missing", {}, HubAccessError, "me/missing does not exist or is private (401): set HF_TOKEN to a token of an account with access (or log in with `huggingface-cli login`)"],
         ["hf:me/missing", {HF_TOKEN: TOKEN}, HubNotFoundError, /^me\/missing does not exist on http:\/\/127\.0\.0\.1:\d+ \(404: Repository Not Found for url: .+\)$/],
         ["hf:Qwen/Qwen3Guard-Gen-0.6B@v9", {}, HubNotFoundError, 'Qwen/Qwen3Guard-Gen-0.6B has no revision "v9" (the hub says: Invalid rev id: v9)'],
@@ -100,6 +101,12 @@ t.test("a corrupt download is deleted and named; a pull the disk cannot hold is 
     const downloads = path.join(cacheDir, ".downloads", (await fs.readdir(path.join(cacheDir, ".downloads")))[0]);
     t.notOk(existsSync(path.join(downloads, "model.safetensors")), "the corrupt file is gone");
     t.ok(existsSync(path.join(downloads, "tokenizer.json")), "the good ones stay for the next pull");
+
+    // a server whose responses end early, cleanly, every time: a bounded number of attempts, then an error
+    hub.faults = {reportSize: {file: "tokenizer_config.json", size: hub.digest("Qwen/Qwen3Guard-Gen-0.6B", "tokenizer_config.json").size + 100}};
+    await expectError(t, pullModel("gen-0.6b", options), HubUnreachableError,
+        /^http:.+\/tokenizer_config\.json holds fewer bytes than the \d+ the hub reports \(a range from byte \d+ was refused with 416\)$/);
+    await expectEmptyCache(t, cacheDir);
 
     hub.faults = {reportSize: {file: "model.safetensors", size: 2 ** 52}};
     const before = hub.bytesSent("model.safetensors");
@@ -168,7 +175,9 @@ t.test("a gated repository with a token, a sharded checkpoint, and a connection 
     t.match((await pullModel("hf:me/gated-guard", options)).manifest.source, {repo: "me/gated-guard"}, "the token file under HF_HOME is used");
     t.ok(hub.requests.slice(mark).filter(({path}) => path.includes("/me/gated-guard/resolve/")).every(({authorization}) => authorization === `Bearer ${TOKEN}`));
 
-    const sharded = await pullModel("hf:me/sharded-guard", options);
+    const events: string[] = [];
+    const sharded = await pullModel("hf:me/sharded-guard", {...options, onProgress: ({event}) => void events.push(event)});
+    t.ok(events.includes("probe"), "a checkpoint from outside Qwen/ is converted, then loaded once in a child");
     const shards = sharded.manifest.downloaded.map(({file}) => file).filter((file) => file.endsWith(".safetensors"));
     t.ok(shards.length > 1, `${shards.length} shards`);
     t.ok(sharded.manifest.downloaded.some(({file}) => file === "model.safetensors.index.json"));
