@@ -22,16 +22,21 @@ export interface Qwen3Hparams {
     readonly tieWordEmbeddings: boolean;
 }
 
+/** llama.cpp's own bound (llama-model.cpp 1226, GGML_ASSERT(n_layer > 0 && n_layer <= 512)). */
+const MAX_LAYERS = {value: 512, why: "llama.cpp's limit on layers"};
+
 /**
  * Read a positive integer field of config.json.
  * @param config - the parsed config.json
  * @param key - the field name
  * @throws {CheckpointConfigError} when the field is absent or not a positive integer
  */
-export function configInteger(config: HfConfig, key: string): number {
+export function configInteger(config: HfConfig, key: string, max?: {value: number, why: string}): number {
     const value = config[key];
     if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0)
         throw new CheckpointConfigError(`Expected a positive integer for "${key}" in config.json but got ${JSON.stringify(value)}`);
+    if (max !== undefined && value > max.value)
+        throw new CheckpointConfigError(`Expected at most ${max.value} (${max.why}) for "${key}" in config.json but got ${value}`);
 
     return value;
 }
@@ -71,7 +76,8 @@ export function readQwen3Hparams(config: HfConfig): Qwen3Hparams {
 
     return {
         hiddenSize,
-        numHiddenLayers: configInteger(config, "num_hidden_layers"),
+        // the tensor list is built from it before any shape is checked: a hostile 1e9 ran the converter out of memory
+        numHiddenLayers: configInteger(config, "num_hidden_layers", MAX_LAYERS),
         numAttentionHeads,
         numKeyValueHeads,
         headDim: config.head_dim === undefined ? hiddenSize / numAttentionHeads : configInteger(config, "head_dim"),

@@ -80,6 +80,12 @@ const CASES: Case[] = [
         message: () => "Expected a positive integer for \"hidden_size\" in config.json but got \"8\""
     },
     {
+        name: "more layers than llama.cpp takes (the fuzz ran the converter out of memory with 1e9)",
+        edit: (config) => void (config.num_hidden_layers = 1e9),
+        error: CheckpointConfigError,
+        message: () => "Expected at most 512 (llama.cpp's limit on layers) for \"num_hidden_layers\" in config.json but got 1000000000"
+    },
+    {
         name: "no rope_theta",
         edit: (config) => void delete config.rope_theta,
         error: CheckpointConfigError,
