@@ -192,6 +192,14 @@ const CASES: Case[] = [
             JSON.stringify(createHfConfig("stream", MICRO, "float32").response_category_map)
     },
     {
+        name: "Stream: a count of a billion labels (the fuzz ran the converter out of memory with it)",
+        variant: "stream",
+        edit: (config) => void (config.num_category = 1e9),
+        error: CheckpointConfigError,
+        message: () => "Expected \"response_category_map\" in config.json to map \"0\" … \"999999999\" (\"num_category\" is 1000000000) to labels but got " +
+            JSON.stringify(createHfConfig("stream", MICRO, "float32").response_category_map)
+    },
+    {
         name: "Stream: a label that is only quotes",
         variant: "stream",
         edit: (config) => void (config.response_risk_level_map = {0: "Safe", 1: "\"\"", 2: "Controversial"}),
