@@ -269,6 +269,8 @@ async function fetchFile(download: FileDownload, filePath: string, options: {hea
         }
         break;
     }
+    if (offset === 0)
+        await fs.writeFile(partPath, ""); // an empty file: no body was ever written
     await fs.rename(partPath, filePath);
     await fs.rm(validatorPath, {force: true});
     return digest.verdict();

@@ -43,6 +43,8 @@ const hub = await startHubServer({
         {id: "Qwen/Qwen3Guard-Gen-4B", dir: streamDir},
         {id: "me/sharded-guard", dir: shardedDir},
         {id: "me/gated-guard", dir: genDir, gated: true},
+        // an empty file in the repository (tokenizer_config.json's template wins over it)
+        {id: "me/empty-file", dir: genDir, files: {"chat_template.jinja": ""}},
         {id: "me/llama", files: {"config.json": llamaConfig, "model.safetensors": new Uint8Array(16)}},
         {id: "me/no-config", files: {"README.md": "hello"}},
         {id: "me/ggufs", files: {"guard-q8_0.gguf": await fs.readFile(genGguf), "stream.gguf": await fs.readFile(streamGguf), "sub/guard.gguf": await fs.readFile(genGguf)}}
@@ -176,6 +178,8 @@ t.test("a gated repository with a token, a sharded checkpoint, and a connection 
     t.ok(hub.requests.slice(mark).filter(({path}) => path.includes("/me/gated-guard/resolve/")).every(({authorization}) => authorization === `Bearer ${TOKEN}`));
 
     const events: string[] = [];
+    t.match((await pullModel("hf:me/empty-file", options)).manifest.downloaded.find(({file}) => file === "chat_template.jinja"), {size: 0},
+        "an empty file downloads as an empty file");
     const sharded = await pullModel("hf:me/sharded-guard", {...options, onProgress: ({event}) => void events.push(event)});
     t.ok(events.includes("probe"), "a checkpoint from outside Qwen/ is converted, then loaded once in a child");
     const shards = sharded.manifest.downloaded.map(({file}) => file).filter((file) => file.endsWith(".safetensors"));
