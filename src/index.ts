@@ -59,7 +59,13 @@ export type {ConversationJudgement} from "./server/GuardService.js";
 export {OPENAI_MODERATION_CATEGORIES, QWEN3GUARD_TO_OPENAI} from "./server/openaiCategories.js";
 export type {OpenAiModerationCategory} from "./server/openaiCategories.js";
 export {guardChatStream, CONTENT_FILTER} from "./openai/guardChatStream.js";
-export type {ChatChunkLike, ChatStreamFlag, ChoiceSession, GuardChatStreamOptions, GuardChatStreamResult} from "./openai/guardChatStream.js";
+export type {ChatChunkLike, ChatStreamFlag, GuardChatStreamOptions, GuardChatStreamResult} from "./openai/guardChatStream.js";
+export {RemoteGuard, RemoteGuardError, RemoteSession} from "./remote/RemoteGuard.js";
+export type {RemoteGuardOptions} from "./remote/RemoteGuard.js";
+export {streamSessionMonitor, wholeTextMonitor} from "./integrations/ResponseMonitor.js";
+export type {MonitorFlag, ResponseMonitor} from "./integrations/ResponseMonitor.js";
+export {judgeLast, openMonitor} from "./integrations/guardKinds.js";
+export type {AnyGuard, OpenedMonitor} from "./integrations/guardKinds.js";
 export {probeModel, assertLoadsSafely, UnloadableModelError} from "./probe/probeModel.js";
 export type {ProbeModelOptions, ProbeOutcome} from "./probe/probeModel.js";
 export {

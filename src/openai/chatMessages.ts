@@ -38,6 +38,20 @@ export function upToLastUser(conversation: Message[]): Message[] {
     return conversation.slice(0, lastUser + 1);
 }
 
+/**
+ * What an answer is judged against: the conversation up to its last user message, and the text of the assistant
+ * messages after it (a prefill the model continues: judged as the start of the response).
+ * @throws TypeError when there is no user message, or something other than assistant messages follows the last one
+ */
+export function splitConversation(messages: Message[]): {conversation: Message[], responsePrefix: string} {
+    const conversation = upToLastUser(messages);
+    const after = messages.slice(conversation.length);
+    if (after.some((message) => message.role !== "assistant"))
+        throw new TypeError('Expected only assistant messages (a prefill of the answer) after the last user message, ' +
+            `but received ${after.map((message) => message.role).join(", ")}`);
+    return {conversation, responsePrefix: after.map((message) => message.content).join("")};
+}
+
 /** The text of an OpenAI message content: a string, the text parts of an array, or null for no content. */
 export function contentText(content: unknown, name: string): string | null {
     if (content == null)

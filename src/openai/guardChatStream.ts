@@ -1,47 +1,50 @@
-import {ContextLimitError} from "../conversation/ContextLimitError.js";
-import type {Message} from "../conversation/messages.js";
 import type {JudgeResult} from "../moderation/Judge.js";
-import {streamResponseResult} from "../moderation/judgeResults.js";
-import type {StreamGuard} from "../stream/StreamGuard.js";
-import type {StreamSession} from "../stream/StreamSession.js";
-import type {PolicyOption, ResponseReport} from "../stream/types.js";
+import {assertGuard, openMonitor} from "../integrations/guardKinds.js";
+import type {AnyGuard} from "../integrations/guardKinds.js";
+import {MonitoredText} from "../integrations/ResponseMonitor.js";
+import type {ResponseMonitor} from "../integrations/ResponseMonitor.js";
+import type {ServerPolicy} from "../server/serverPolicy.js";
+import {chatConversation, splitConversation} from "./chatMessages.js";
 
-/** The parts of an OpenAI chat completion chunk the guard reads; every other field passes through as it is. */
+/**
+ * The parts of an OpenAI chat completion chunk the guard reads (the `openai` client's `ChatCompletionChunk` is one);
+ * every other field passes through as it is.
+ */
 export interface ChatChunkLike {
     id?: string,
     object?: string,
     created?: number,
     model?: string,
-    choices?: Array<{
+    choices?: ReadonlyArray<{
         index: number,
-        delta?: {content?: unknown, reasoning_content?: unknown, refusal?: unknown, [key: string]: unknown} | null,
-        finish_reason?: string | null,
-        [key: string]: unknown
-    }>,
-    [key: string]: unknown
-}
-
-/** A session for one choice of the answer, and how to give it back. */
-export interface ChoiceSession {
-    session: StreamSession,
-    close: () => Promise<void>
+        delta?: {content?: unknown, reasoning_content?: unknown, refusal?: unknown} | null,
+        finish_reason?: string | null
+    }>
 }
 
 /** Options of {@link guardChatStream}. */
 export interface GuardChatStreamOptions {
-    /** The Stream model. */
-    guard?: StreamGuard,
-    /** The conversation the answer responds to (it must end with the user turn); what the default sessions are opened with. */
-    messages?: Message[],
-    /** Default `"strict"`. */
-    policy?: PolicyOption,
+    /**
+     * What judges the answer: a StreamGuard (live: text is released as it is judged), a RemoteGuard (the same, on a
+     * `qwenguard serve`'s Stream model) or a GenGuard (it judges whole texts: the answer is held until it is complete).
+     */
+    guard?: AnyGuard,
+    /**
+     * The request's messages (OpenAI's `messages`, as sent to `chat.completions.create`, or the guard's `{role,
+     * content}` messages): the answer is judged as the response to the conversation up to the last user message;
+     * assistant messages after it are a prefill, judged as the answer's start (see `responsePrefix`).
+     */
+    messages?: unknown[],
+    /** `"strict"` (default), `"loose"`, a threshold on P(Unsafe) + P(Controversial), or `{minProb?, controversial?, window?}`. */
+    policy?: ServerPolicy,
     /**
      * Text the answer continues (an assistant message the request ends with, which the upstream goes on from): judged
-     * first as the start of every choice's response, and never yielded (the client has it).
+     * first as the start of every choice's response, and never yielded (the client has it). Default: the text of the
+     * assistant messages after the last user message.
      */
     responsePrefix?: string,
-    /** Opens the session of a choice (default: `guard.createSession({messages, policy})`, disposed at the end). */
-    openSession?: (choice: number) => Promise<ChoiceSession>,
+    /** Opens the monitor of a choice, instead of one per choice from `guard` and `messages` (closed at the end). */
+    openSession?: (choice: number) => Promise<ResponseMonitor>,
     /**
      * Stops the upstream when the guard cuts the answer (or the consumer leaves early). Default: the source's
      * `controller.abort()`, as the `openai` client's streams have it.
@@ -55,17 +58,16 @@ export interface GuardChatStreamOptions {
 export interface ChatStreamFlag {
     /** The choice whose text fired the rule. */
     choice: number,
-    /** The response verdict (level, category, probabilities, where it stopped: `stoppedAt`, in the choice's judged text). */
-    verdict: JudgeResult,
-    report: ResponseReport
+    /** The response verdict (level, category, probabilities; Stream: where it stopped, `stoppedAt`, in the choice's judged text). */
+    verdict: JudgeResult
 }
 
 /** What {@link guardChatStream} returns when the stream ends. */
 export interface GuardChatStreamResult {
     /** The flag, when the answer was cut. */
     flag: ChatStreamFlag | null,
-    /** Each judged choice's report, by choice index. */
-    reports: Map<number, ResponseReport>
+    /** Each judged choice's verdict, by choice index (null: nothing of it was judged yet when the stream ended). */
+    verdicts: Map<number, JudgeResult | null>
 }
 
 /** The delta fields whose text is judged, in the order they are read: a reasoning model thinks, then answers. */
@@ -87,11 +89,8 @@ interface HeldChunk {
 }
 
 interface ChoiceState {
-    open: Promise<ChoiceSession>,
-    session?: StreamSession,
-    /** UTF-16 length of this choice's judged text so far (the response prefix included). */
-    length: number,
-    finished: boolean
+    open: Promise<MonitoredText>,
+    text?: MonitoredText
 }
 
 /** The `finish_reason` of the chunk that ends a cut answer, as OpenAI names it. */
@@ -106,6 +105,7 @@ export const CONTENT_FILTER = "content_filter";
  * span is yielded (the chunk that straddles it cut short), then one last chunk whose `finish_reason` is
  * `"content_filter"` and whose `qwen3guard` field carries the verdict; the upstream is aborted and the generator
  * returns. Each choice of an `n > 1` answer has its own session; a flag in one ends them all.
+ * When the source fails, the text received is judged to its end and what is safe is yielded before the error.
  * @throws ContextLimitError when an answer grows past the session's limit (what fitted was judged and yielded first);
  *   TypeError for a judged field that is not a string
  * @example
@@ -115,9 +115,8 @@ export const CONTENT_FILTER = "content_filter";
  */
 export async function* guardChatStream<Chunk extends ChatChunkLike>(source: AsyncIterable<Chunk>, options: GuardChatStreamOptions):
     AsyncGenerator<Chunk, GuardChatStreamResult> {
-    const openSession = options.openSession ?? defaultSessions(options);
+    const {openSession, prefix} = monitors(options);
     const abort = options.abort ?? (() => (source as {controller?: AbortController}).controller?.abort());
-    const prefix = options.responsePrefix ?? "";
     const choices = new Map<number, ChoiceState>();
     /** Choices that ended (a finish_reason) before any text of theirs was judged. */
     const endedBare = new Set<number>();
@@ -125,47 +124,36 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
     let last: ChatChunkLike | null = null;
     let completed = false;
 
-    const choiceState = async (index: number): Promise<ChoiceState> => {
+    const choiceText = async (index: number): Promise<MonitoredText> => {
         let state = choices.get(index);
         if (state == null) {
-            state = {open: openSession(index), length: 0, finished: false};
+            const open = openSession(index).then(async (monitor) => {
+                const text = new MonitoredText(monitor);
+                if (prefix.length > 0)
+                    await text.push(prefix);
+                return text;
+            });
+            state = {open};
             choices.set(index, state);
-            const {session} = await state.open;
-            if (prefix.length > 0)
-                await scored(() => session.pushText(prefix));
-            state.length = prefix.length;
-            state.session = session;
+            state.text = await open;
         }
-        await state.open;
-        return state;
+        return state.open;
     };
     const flagged = (): ChatStreamFlag | null => {
         for (const [choice, state] of choices) {
-            const report = state.session?.flag != null ? state.session.report() : null;
-            if (report != null)
-                return {choice, verdict: streamResponseResult(report), report};
+            const flag = state.text?.monitor.flag;
+            if (flag != null)
+                return {choice, verdict: flag.verdict};
         }
         return null;
     };
-    // how far each choice's text may be shown: all of it once the choice has finished without firing the rule
-    const limit = (choice: number) => {
-        const state = choices.get(choice)!;
-        return state.finished && state.session!.flag == null ? Infinity : state.session!.releasableLength;
-    };
+    const limit = (choice: number) => choices.get(choice)!.text!.limit;
     // chunks whose text every choice has judged, in order
     const releasable = function* (): Generator<Chunk> {
         while (held.length > 0 && held[0].segments.every((segment) => limit(segment.choice) >= segment.end))
             yield held.shift()!.chunk as Chunk;
     };
-    const scored = async (work: () => Promise<unknown>) => {
-        try {
-            await work();
-        } catch (error) {
-            if (!(error instanceof ContextLimitError) || flagged() == null)
-                throw error; // over the limit without a flag in what fitted: the rest cannot be judged
-        }
-    };
-    // pushes a chunk's text into its choices' sessions (a finish_reason ends that choice's text)
+    // pushes a chunk's text into its choices' monitors (a finish_reason ends that choice's text)
     const take = async (chunk: Chunk) => {
         last = chunk;
         const entry: HeldChunk = {chunk, segments: []};
@@ -177,19 +165,15 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
                 if (typeof text !== "string")
                     throw new TypeError(`Expected a string or null for "choices[${choice.index}].delta.${field}" but received ${typeof text}: ` +
                         "the guard judges only text, and lets nothing through unjudged");
-                const state = await choiceState(choice.index);
-                entry.segments.push({choice: choice.index, field, start: state.length, end: state.length + text.length});
-                state.length += text.length;
-                await scored(() => state.session!.pushText(text));
+                const judged = await choiceText(choice.index);
+                entry.segments.push({choice: choice.index, field, ...await judged.push(text)});
             }
             if (choice.finish_reason != null) {
                 const state = choices.get(choice.index);
                 if (state == null)
                     endedBare.add(choice.index);
-                else if (!state.finished) {
-                    state.finished = true;
-                    await scored(() => state.session!.finish());
-                }
+                else
+                    await (await state.open).finish();
             }
         }
         held.push(entry); // only a chunk read whole is held: one that could not be judged is never released
@@ -204,12 +188,14 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
                 yield* releasable();
             }
             for (const state of choices.values())
-                if (!state.finished && flagged() == null) {
-                    state.finished = true;
-                    await scored(() => state.session!.finish());
-                }
+                if (flagged() == null)
+                    await state.text!.finish();
         } catch (error) {
-            // the source failed, or an answer outgrew its session: what was judged still goes out, then the error
+            // the source failed, or an answer outgrew its session: the text received is judged to its end, what is
+            // safe goes out, then the error (unless the rule fired: then the answer is cut as usual)
+            for (const state of choices.values())
+                if (flagged() == null)
+                    await state.text?.finish().catch(() => undefined);
             if (flagged() == null) {
                 yield* releasable();
                 throw error;
@@ -221,22 +207,22 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
         completed = true;
         for (const entry of held.splice(0))
             yield entry.chunk as Chunk;
-        return {flag: null, reports: reports()};
+        return {flag: null, verdicts: verdicts()};
     } finally {
         if (!completed)
             abort();
-        await Promise.allSettled([...choices.values()].map(async (state) => (await state.open).close()));
+        await Promise.allSettled([...choices.values()].map(async (state) => (await state.open).monitor.close()));
     }
 
-    function reports(): Map<number, ResponseReport> {
-        return new Map([...choices].filter(([, state]) => state.session != null).map(([choice, state]) => [choice, state.session!.report()]));
+    function verdicts(): Map<number, JudgeResult | null> {
+        return new Map([...choices].filter(([, state]) => state.text != null).map(([choice, state]) => [choice, state.text!.monitor.verdict()]));
     }
 
     // the text before the unsafe span (each choice up to what it has judged), then the content_filter chunk
     async function* cut(flag: ChatStreamFlag): AsyncGenerator<Chunk, GuardChatStreamResult> {
         abort();
         options.onFlag?.(flag);
-        const limits = new Map([...choices].map(([choice]) => [choice, choice === flag.choice ? flag.report.flag!.textOffset : limit(choice)]));
+        const limits = new Map([...choices].map(([choice]) => [choice, limit(choice)]));
         const stopped = new Set<number>();
         for (const entry of held.splice(0)) {
             const trimmed = trimChunk(entry, limits, stopped);
@@ -244,7 +230,7 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
                 yield trimmed as Chunk;
         }
         // every choice still open ends here: the flagged one, those cut short, those that never spoke
-        const unfinished = [...choices].filter(([choice, state]) => !state.finished || stopped.has(choice) || choice === flag.choice)
+        const unfinished = [...choices].filter(([choice, state]) => !state.text!.finished || stopped.has(choice) || choice === flag.choice)
             .map(([choice]) => choice);
         const seen = new Set([...choices.keys(), ...endedBare]);
         const silent = last?.choices?.map((choice) => choice.index).filter((index) => !seen.has(index)) ?? [];
@@ -254,7 +240,7 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
                 .map((index) => ({index, delta: {}, logprobs: null, finish_reason: CONTENT_FILTER})),
             qwen3guard: {choice: flag.choice, response: flag.verdict}
         } as unknown as Chunk;
-        return {flag, reports: reports()};
+        return {flag, verdicts: verdicts()};
     }
 }
 
@@ -291,12 +277,17 @@ function trimChunk({chunk, segments}: HeldChunk, limits: Map<number, number>, st
     return kept.length > 0 ? {...chunk, choices: kept} : null;
 }
 
-function defaultSessions(options: GuardChatStreamOptions): (choice: number) => Promise<ChoiceSession> {
+/** How each choice's monitor is opened, and the prefix every choice's response starts with. */
+function monitors(options: GuardChatStreamOptions): {openSession: (choice: number) => Promise<ResponseMonitor>, prefix: string} {
+    if (options == null || typeof options !== "object")
+        throw new TypeError("Expected an options object {guard, messages, policy?} (or {openSession}) for guardChatStream");
+    if (options.openSession != null)
+        return {openSession: options.openSession, prefix: options.responsePrefix ?? ""};
     const {guard, messages, policy} = options;
-    if (guard == null || messages == null)
-        throw new TypeError('Expected "guard" and "messages" (or "openSession") in the options of guardChatStream');
-    return async () => {
-        const session = await guard.createSession({messages, policy});
-        return {session, close: () => session.dispose()};
+    assertGuard(guard, "guard");
+    const {conversation, responsePrefix} = splitConversation(chatConversation(messages));
+    return {
+        openSession: async () => (await openMonitor(guard, conversation, policy)).monitor,
+        prefix: options.responsePrefix ?? responsePrefix
     };
 }

@@ -3,9 +3,9 @@ import type {FastifyInstance, FastifyReply} from "fastify";
 import type {Message} from "../../conversation/messages.js";
 import type {JudgeResult} from "../../moderation/Judge.js";
 import {streamPromptResult, streamPromptRule} from "../../moderation/judgeResults.js";
-import {chatConversation, contentText, upToLastUser} from "../../openai/chatMessages.js";
+import {chatConversation, contentText, splitConversation} from "../../openai/chatMessages.js";
 import {CONTENT_FILTER, guardChatStream} from "../../openai/guardChatStream.js";
-import type {ChatChunkLike} from "../../openai/guardChatStream.js";
+import {streamSessionMonitor} from "../../integrations/ResponseMonitor.js";
 import {ApiError, ClientClosedError} from "../ApiError.js";
 import {apiErrorOf} from "../errorReply.js";
 import type {GuardService, HeldSession} from "../GuardService.js";
@@ -13,6 +13,20 @@ import type {QwenguardState} from "../qwenguardPlugin.js";
 import type {ResolvedServerPolicy} from "../serverPolicy.js";
 import {postUpstream, readUpstreamChunks, readUpstreamJson} from "../upstream.js";
 import {assertReady, checked, clientGone, judgeAll, requestPolicy, responseId} from "./routeKit.js";
+
+/** A chunk as the upstream sent it (parsed JSON): the fields the guard reads, and any others. */
+interface UpstreamChunk {
+    id?: string,
+    created?: number,
+    model?: string,
+    choices?: Array<{
+        index: number,
+        delta?: {role?: unknown, content?: unknown, reasoning_content?: unknown, refusal?: unknown, [key: string]: unknown} | null,
+        finish_reason?: string | null,
+        [key: string]: unknown
+    }>,
+    [key: string]: unknown
+}
 
 /** Most characters and chunks of an answer buffered for a Gen-only guard of a streamed answer (judged whole at its end). */
 const MAX_BUFFERED_ANSWER_CHARS = 4 << 20;
@@ -103,19 +117,6 @@ export async function chatProxyRoutes(app: FastifyInstance): Promise<void> {
 }
 
 /**
- * What a request's answer is judged against: the conversation up to its last user message, and the text of the
- * assistant messages after it (a prefill the upstream continues: judged as the start of the response).
- */
-function splitConversation(messages: Message[]): {conversation: Message[], responsePrefix: string} {
-    const conversation = upToLastUser(messages);
-    const after = messages.slice(conversation.length);
-    if (after.some((message) => message.role !== "assistant"))
-        throw new TypeError('Expected only assistant messages (a prefill of the answer) after the last user message, ' +
-            `but received ${after.map((message) => message.role).join(", ")}`);
-    return {conversation, responsePrefix: after.map((message) => message.content).join("")};
-}
-
-/**
  * The prompt verdict, and for a live-guarded stream the sessions of its `sessions` choices (opened at the same time,
  * their slots taken together: the Stream model reads the prompt in each).
  */
@@ -200,7 +201,7 @@ async function judgedCompletion({state, conversation, responsePrefix, policy, pr
 }
 
 /** A streamed answer through the Stream model: chunks released as they are judged, the stream cut at a flag. */
-async function* liveGuard({responsePrefix, prompt, upstream}: ProxyContext, chunks: AsyncIterable<ChatChunkLike>, held: HeldSession[]): AsyncGenerator<object> {
+async function* liveGuard({responsePrefix, prompt, upstream}: ProxyContext, chunks: AsyncIterable<UpstreamChunk>, held: HeldSession[]): AsyncGenerator<object> {
     const guarded = guardChatStream(chunks, {
         responsePrefix,
         openSession: async (index) => {
@@ -208,7 +209,7 @@ async function* liveGuard({responsePrefix, prompt, upstream}: ProxyContext, chun
             if (session == null)
                 throw new ApiError(502, `The upstream sent choice ${index} of an answer of ${held.length} choice${held.length === 1 ? "" : "s"} (n)`,
                     "upstream_error", "upstream_malformed");
-            return session;
+            return streamSessionMonitor(session.session, session.close);
         },
         abort: () => upstream.abort(new Error("The guard stopped the answer"))
     });
@@ -223,8 +224,8 @@ async function* liveGuard({responsePrefix, prompt, upstream}: ProxyContext, chun
  * when flagged — replaced by its role chunk and a `content_filter` ending.
  */
 async function* bufferedGuard({state, conversation, responsePrefix, policy, prompt, upstream, signal}: ProxyContext,
-    chunks: AsyncIterable<ChatChunkLike>): AsyncGenerator<object> {
-    const held: ChatChunkLike[] = [];
+    chunks: AsyncIterable<UpstreamChunk>): AsyncGenerator<object> {
+    const held: UpstreamChunk[] = [];
     const texts = new Map<number, string>();
     let characters = 0;
     for await (const chunk of chunks) {

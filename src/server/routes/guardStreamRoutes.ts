@@ -29,8 +29,8 @@ type ClientMessage =
  * `start` (the conversation, ending with the user turn; optional `policy`, `thinking`, `tokens`), then the response as
  * `text` chunks (any chunking) or `tokens` (Qwen3 ids), then `end`. The server answers `queued` when every Stream slot
  * is taken (the session waits in the bounded queue), `prompt` (the prompt verdict) once the session is open,
- * `judged` after each scored chunk (how much of the text is judged and may be shown, with the token verdicts when
- * `tokens` was asked), `flag` the moment the decision rule fires, and `summary`; then it closes the socket. A bad
+ * `judged` after each `text`, `tokens` or `end` message (how much of the text is judged and may be shown, whether a
+ * `flag` follows, with the token verdicts when `tokens` was asked), `flag` the moment the decision rule fires, and `summary`; then it closes the socket. A bad
  * message gets an `error` event and the socket closes (1008). Sessions of all clients share the model's batched decode.
  */
 export async function guardStreamRoutes(app: FastifyInstance): Promise<void> {
@@ -193,7 +193,8 @@ class StreamSocket implements LiveSession {
     private judged(session: StreamSession): void {
         const verdicts = session.tokens.slice(this.released);
         this.released = session.tokens.length;
-        this.send({type: "judged", length: session.releasableLength, tokens: session.tokens.length, ...(this.wantTokens ? {verdicts} : {})});
+        this.send({type: "judged", length: session.releasableLength, tokens: session.tokens.length, flagged: session.flag != null,
+            ...(this.wantTokens ? {verdicts} : {})});
     }
 
     private end(reason: EndReason): void {

@@ -1,0 +1,126 @@
+import {ContextLimitError} from "../conversation/ContextLimitError.js";
+import type {JudgeResult} from "../moderation/Judge.js";
+import {streamResponseResult} from "../moderation/judgeResults.js";
+import type {StreamSession} from "../stream/StreamSession.js";
+
+/** Where the decision rule fired in a monitored response, and the verdict it gave. */
+export interface MonitorFlag {
+    /** UTF-16 offset in the response text where the unsafe span starts: what is shown of the response ends here. */
+    textOffset: number,
+    verdict: JudgeResult
+}
+
+/**
+ * What judges one response while it streams: a Stream session in this process, one on a `qwenguard serve`
+ * (see RemoteGuard), or a Gen model that holds the whole text back until it is complete. The integrations
+ * (guardChatStream, the AI SDK middleware) release text up to {@link releasableLength} and cut it at a flag.
+ */
+export interface ResponseMonitor {
+    /** UTF-16 length of the prefix of the text pushed so far that is judged and may be shown. */
+    readonly releasableLength: number,
+    /** Set once the decision rule has fired; null until then. */
+    readonly flag: MonitorFlag | null,
+    /** Appends response text (any chunking); resolves once what can be judged of it is. */
+    pushText(text: string): Promise<unknown>,
+    /** Ends the response: the held-back tail is judged. */
+    finish(): Promise<unknown>,
+    /** The verdict of the response so far; null when there is none yet (nothing judged, or a Gen text not finished). */
+    verdict(): JudgeResult | null,
+    /** Frees what the monitor holds (its session). Safe to call more than once. */
+    close(): Promise<void>
+}
+
+/** A StreamSession in this process as a {@link ResponseMonitor}; `close` gives the session back (default: disposes it). */
+export function streamSessionMonitor(session: StreamSession, close: () => Promise<void> = () => session.dispose()): ResponseMonitor {
+    let closed: Promise<void> | null = null;
+    return {
+        get releasableLength() {
+            return session.releasableLength;
+        },
+        get flag() {
+            const flag = session.flag;
+            return flag == null ? null : {textOffset: flag.textOffset, verdict: streamResponseResult(session.report())};
+        },
+        pushText: (text) => session.pushText(text),
+        finish: () => session.finish(),
+        verdict: () => session.tokens.length > 0 ? streamResponseResult(session.report()) : null,
+        close: () => closed ??= close()
+    };
+}
+
+/**
+ * A response judged by a Gen model, which judges whole texts: nothing is releasable until {@link finish}, which
+ * judges the text (an empty one is not judged: there is nothing to show); a flagged response is cut at its start
+ * (offset 0).
+ */
+export function wholeTextMonitor(judge: (text: string) => Promise<JudgeResult>): ResponseMonitor {
+    let text = "";
+    let finished = false;
+    let result: JudgeResult | null = null;
+    return {
+        get releasableLength() {
+            return finished && result?.flagged !== true ? text.length : 0;
+        },
+        get flag() {
+            return result?.flagged === true ? {textOffset: 0, verdict: result} : null;
+        },
+        pushText: async (chunk) => {
+            if (finished)
+                throw new Error("The response is finished: no more text can be pushed");
+            text += chunk;
+        },
+        finish: async () => {
+            if (finished)
+                return;
+            finished = true;
+            if (text.length > 0)
+                result = await judge(text);
+        },
+        verdict: () => result,
+        close: async () => undefined
+    };
+}
+
+/**
+ * A monitored text and how far it has got: its length so far, whether it has finished, and how much may be shown.
+ * A ContextLimitError after the rule fired is not the news (what fitted was judged, and flagged); any other error is.
+ */
+export class MonitoredText {
+    /** UTF-16 length of the text pushed so far. */
+    length = 0;
+    finished = false;
+
+    constructor(readonly monitor: ResponseMonitor) {}
+
+    /** Pushes text; returns where it lies in the monitored text. */
+    async push(text: string): Promise<{start: number, end: number}> {
+        const start = this.length;
+        this.length += text.length;
+        await this.scored(() => this.monitor.pushText(text));
+        return {start, end: this.length};
+    }
+
+    /** Ends the text (once). */
+    async finish(): Promise<void> {
+        if (this.finished)
+            return;
+        this.finished = true;
+        await this.scored(() => this.monitor.finish());
+    }
+
+    /** How much of the text may be shown: all of it once it finished without a flag. */
+    get limit(): number {
+        if (this.monitor.flag != null)
+            return this.monitor.flag.textOffset;
+        return this.finished ? Infinity : this.monitor.releasableLength;
+    }
+
+    private async scored(work: () => Promise<unknown>): Promise<void> {
+        try {
+            await work();
+        } catch (error) {
+            if (!(error instanceof ContextLimitError) || this.monitor.flag == null)
+                throw error; // over the limit without a flag in what fitted: the rest cannot be judged
+        }
+    }
+}

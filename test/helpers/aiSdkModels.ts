@@ -1,0 +1,154 @@
+// Language models for the AI SDK tests: a scripted one (exact stream parts, for the edge cases) and a minimal
+// LanguageModelV4 adapter over node-llama-cpp (a real generator on a generated tiny model).
+
+import type {LanguageModelV4, LanguageModelV4CallOptions, LanguageModelV4Content, LanguageModelV4StreamPart} from "@ai-sdk/provider";
+import {LlamaCompletion} from "node-llama-cpp";
+import type {LlamaModel, TokenBias} from "node-llama-cpp";
+
+/** What a test model saw: each call's options, and whether its stream was cancelled or its call aborted. */
+export interface ModelLog {
+    calls: LanguageModelV4CallOptions[],
+    /** Streams the consumer (the middleware) cancelled. */
+    cancelled: number,
+    /** Calls whose abort signal fired. */
+    aborted: number
+}
+
+const USAGE = {inputTokens: {total: 5, noCache: 5, cacheRead: 0, cacheWrite: 0}, outputTokens: {total: 7, text: 7, reasoning: 0}};
+
+/** Stream parts of a plain text answer, one text delta per string. */
+export function textParts(deltas: readonly string[], finish: "stop" | "length" = "stop"): LanguageModelV4StreamPart[] {
+    return [
+        {type: "stream-start", warnings: []},
+        {type: "response-metadata", id: "scripted-1", modelId: "scripted"},
+        {type: "text-start", id: "t1"},
+        ...deltas.map((delta): LanguageModelV4StreamPart => ({type: "text-delta", id: "t1", delta})),
+        {type: "text-end", id: "t1"},
+        {type: "finish", finishReason: {unified: finish, raw: finish}, usage: USAGE, providerMetadata: {scripted: {note: "upstream"}}}
+    ];
+}
+
+/**
+ * A model that answers with scripted parts: `stream` one every `delayMs` (a part that is an Error makes the stream
+ * fail there), `generate` as its content.
+ */
+export function scriptedModel(script: {stream?: ReadonlyArray<LanguageModelV4StreamPart | Error>, generate?: LanguageModelV4Content[], delayMs?: number}):
+    LanguageModelV4 & {log: ModelLog} {
+    const log: ModelLog = {calls: [], cancelled: 0, aborted: 0};
+    const watch = (options: LanguageModelV4CallOptions) => {
+        log.calls.push(options);
+        options.abortSignal?.addEventListener("abort", () => log.aborted++, {once: true});
+    };
+    return {
+        specificationVersion: "v4", provider: "scripted", modelId: "scripted", supportedUrls: {}, log,
+        async doGenerate(options) {
+            watch(options);
+            return {content: script.generate ?? [], finishReason: {unified: "stop", raw: "stop"}, usage: USAGE, warnings: [],
+                providerMetadata: {scripted: {note: "upstream"}}};
+        },
+        async doStream(options) {
+            watch(options);
+            const parts = [...script.stream ?? []];
+            let cancelled = false;
+            return {
+                stream: new ReadableStream<LanguageModelV4StreamPart>({
+                    async pull(controller) {
+                        if (script.delayMs != null)
+                            await new Promise((resolve) => setTimeout(resolve, script.delayMs));
+                        if (cancelled)
+                            return;
+                        const part = parts.shift();
+                        if (part == null)
+                            controller.close();
+                        else if (part instanceof Error)
+                            controller.error(part);
+                        else
+                            controller.enqueue(part);
+                    },
+                    cancel() {
+                        cancelled = true;
+                        log.cancelled++;
+                    }
+                }, {highWaterMark: 0})
+            };
+        }
+    };
+}
+
+/** The text of a prompt for a plain completion model: each message's text on its own line, then "Assistant:". */
+function completionPrompt(options: LanguageModelV4CallOptions): string {
+    const lines = options.prompt.map((message) => {
+        const text = typeof message.content === "string" ? message.content
+            : message.content.map((part) => ("text" in part && typeof part.text === "string" ? part.text : "")).join("");
+        return `${message.role}: ${text}`;
+    });
+    return `${lines.join("\n")}\nassistant:`;
+}
+
+/**
+ * A minimal AI SDK provider model over node-llama-cpp: greedy completion of the prompt's text on `model`, streamed
+ * as text deltas (one per token chunk node-llama-cpp reports), stopped by the call's abort signal.
+ */
+export function llamaLanguageModel(model: LlamaModel, options: {tokenBias?: TokenBias, contextSize?: number} = {}):
+    LanguageModelV4 & {log: ModelLog, settled: () => Promise<unknown>} {
+    const log: ModelLog = {calls: [], cancelled: 0, aborted: 0};
+    const running = new Set<Promise<unknown>>();
+    const complete = (call: LanguageModelV4CallOptions, onText: (text: string) => void) => {
+        const work = generate(call, onText);
+        running.add(work);
+        void work.catch(() => undefined).finally(() => running.delete(work));
+        return work;
+    };
+    const generate = async (call: LanguageModelV4CallOptions, onText: (text: string) => void) => {
+        log.calls.push(call);
+        call.abortSignal?.addEventListener("abort", () => log.aborted++, {once: true});
+        const context = await model.createContext({contextSize: options.contextSize ?? 512});
+        try {
+            const completion = new LlamaCompletion({contextSequence: context.getSequence()});
+            const text = await completion.generateCompletion(completionPrompt(call), {
+                maxTokens: call.maxOutputTokens ?? 32, temperature: 0, tokenBias: options.tokenBias,
+                signal: call.abortSignal, stopOnAbortSignal: true, onTextChunk: onText
+            });
+            return {text, aborted: call.abortSignal?.aborted === true};
+        } finally {
+            await context.dispose();
+        }
+    };
+    return {
+        specificationVersion: "v4", provider: "node-llama-cpp", modelId: "tiny-gen", supportedUrls: {}, log,
+        /** Resolves once no generation is running (one aborted by the guard stops on its own time). */
+        settled: () => Promise.allSettled([...running]),
+        async doGenerate(call) {
+            const {text} = await complete(call, () => undefined);
+            return {content: [{type: "text", text}], finishReason: {unified: "stop", raw: "stop"}, usage: USAGE, warnings: []};
+        },
+        async doStream(call) {
+            let cancelled = false;
+            return {
+                stream: new ReadableStream<LanguageModelV4StreamPart>({
+                    start(controller) {
+                        controller.enqueue({type: "stream-start", warnings: []});
+                        controller.enqueue({type: "text-start", id: "t"});
+                        complete(call, (delta) => {
+                            if (!cancelled)
+                                controller.enqueue({type: "text-delta", id: "t", delta});
+                        }).then(({aborted}) => {
+                            if (cancelled)
+                                return;
+                            controller.enqueue({type: "text-end", id: "t"});
+                            controller.enqueue({type: "finish", finishReason: {unified: aborted ? "other" : "stop", raw: aborted ? "aborted" : "stop"}, usage: USAGE});
+                            controller.close();
+                        }, (error: unknown) => {
+                            if (!cancelled)
+                                controller.error(error);
+                        });
+                    },
+                    cancel() {
+                        cancelled = true;
+                        log.cancelled++;
+                    }
+                })
+            };
+        }
+    };
+}
