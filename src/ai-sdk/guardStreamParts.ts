@@ -1,4 +1,5 @@
 import type {LanguageModelV4FinishReason, LanguageModelV4StreamPart, LanguageModelV4Usage, SharedV4ProviderMetadata} from "@ai-sdk/provider";
+import {Lookahead, coalesceLimit} from "../integrations/ResponseMonitor.js";
 import type {MonitoredText} from "../integrations/ResponseMonitor.js";
 import type {JudgeResult} from "../moderation/Judge.js";
 
@@ -111,6 +112,18 @@ export function guardStreamParts(upstream: ReadableStream<LanguageModelV4StreamP
     };
 
     let output!: ReadableStreamDefaultController<LanguageModelV4StreamPart>;
+    const source = new Lookahead(() => reader.read());
+    let batches = 0;
+    /** Holds a part; a judged delta's text is added to the monitored text (judged at the batch's end). */
+    const take = (part: LanguageModelV4StreamPart) => {
+        if ((part.type === "text-delta" || (guarded.judgeReasoning && part.type === "reasoning-delta")) && part.delta.length > 0)
+            held.push({part, ...text.add(part.delta)});
+        else {
+            if (part.type === "finish")
+                usage = part.usage;
+            held.push({part});
+        }
+    };
     const onAbort = () => {
         if (done)
             return;
@@ -125,31 +138,39 @@ export function guardStreamParts(upstream: ReadableStream<LanguageModelV4StreamP
         async pull(controller) {
             try {
                 for (;;) {
-                    const next = await reader.read();
+                    // what has piled up meanwhile is judged together (one decode), up to coalesceLimit parts
+                    let next = await source.next();
+                    let ended = false;
+                    const limit = coalesceLimit(batches++);
+                    for (let taken = 0; ; taken++) {
+                        if (done)
+                            return;
+                        if (next.done) {
+                            ended = true;
+                            break;
+                        }
+                        take(next.value);
+                        if (taken + 1 >= limit || next.value.type === "finish")
+                            break;
+                        const soon = await source.ready();
+                        if (soon == null)
+                            break;
+                        next = soon;
+                    }
+                    if (ended || held.at(-1)?.part.type === "finish")
+                        await text.finish();
+                    else
+                        await text.flush();
                     if (done)
                         return;
-                    if (next.done) {
-                        await text.finish();
-                        if (text.monitor.flag != null)
-                            return await cut(controller);
+                    if (text.monitor.flag != null)
+                        return await cut(controller);
+                    if (ended) {
                         release(controller);
                         await stop(null);
                         controller.close();
                         return;
                     }
-                    const part = next.value;
-                    const judged = part.type === "text-delta" || (guarded.judgeReasoning && part.type === "reasoning-delta");
-                    if (judged && part.delta.length > 0)
-                        held.push({part, ...await text.push(part.delta)});
-                    else {
-                        if (part.type === "finish") {
-                            usage = part.usage;
-                            await text.finish();
-                        }
-                        held.push({part});
-                    }
-                    if (text.monitor.flag != null)
-                        return await cut(controller);
                     const before = held.length;
                     release(controller);
                     if (held.length < before)

@@ -30,6 +30,13 @@ export interface QwenguardMiddlewareOptions {
     stream?: StreamGuard | RemoteGuard | string,
     /** `"strict"` (default), `"loose"`, a threshold on P(Unsafe) + P(Controversial), or `{minProb?, controversial?, window?}`. */
     policy?: ServerPolicy,
+    /**
+     * When a streamed call's prompt is judged: `"before"` (default) the model is called only once the prompt is judged
+     * safe, so a flagged prompt never reaches it; `"parallel"` the model starts at the same time (its output held until
+     * the verdict; its call aborted when the prompt is flagged): the time to the first token no longer includes the
+     * prompt's judgement, at the price of calling the model for prompts that turn out flagged.
+     */
+    promptCheck?: "before" | "parallel",
     /** Judge reasoning parts too, as part of the answer (default false: they pass through unjudged). */
     judgeReasoning?: boolean,
     /**
@@ -92,6 +99,9 @@ export function qwenguardMiddleware(options: QwenguardMiddlewareOptions): Qwengu
     if (onFlagged !== "content-filter" && onFlagged !== "throw")
         throw new TypeError(`Expected "content-filter" or "throw" for "onFlagged" but received ${JSON.stringify(onFlagged)}`);
     const judgeReasoning = options.judgeReasoning === true;
+    const promptCheck = options.promptCheck ?? "before";
+    if (promptCheck !== "before" && promptCheck !== "parallel")
+        throw new TypeError(`Expected "before" or "parallel" for "promptCheck" but received ${JSON.stringify(promptCheck)}`);
     const loaded: Array<Promise<AnyGuard>> = [];
     const gen = options.gen != null ? lazyGuard(options.gen, "gen", loaded) : null;
     const stream = options.stream != null ? lazyGuard(options.stream, "stream", loaded) : null;
@@ -141,21 +151,33 @@ export function qwenguardMiddleware(options: QwenguardMiddlewareOptions): Qwengu
         },
         async wrapStream({doStream, params}): Promise<LanguageModelV4StreamResult> {
             const {conversation, responsePrefix} = conversationOf(params);
+            const controller = controllers.get(params);
             const [streamed, promptGuard] = await Promise.all([guards.streamed(), guards.prompt()]);
+            // "parallel": the model starts meanwhile (its output is held until the prompt is judged, its call aborted if flagged)
+            const early = promptCheck === "parallel" ? settle(doStream()) : null;
             // the prompt verdict comes with a Stream session; a Gen prompt guard judges it meanwhile
             const [opening, judging] = await Promise.allSettled([
                 openMonitor(streamed, conversation, policy),
                 promptGuard !== streamed || streamed instanceof GenGuard ? judgeLast(promptGuard, conversation, policy) : Promise.resolve(null)
             ]);
+            const abandon = async (reason: Error) => {
+                controller?.abort(reason);
+                const started = await early;
+                if (started?.status === "fulfilled")
+                    await started.value.stream.cancel(reason).catch(() => undefined);
+            };
             if (opening.status === "rejected" || judging.status === "rejected") {
                 if (opening.status === "fulfilled")
                     await opening.value.monitor.close();
-                throw opening.status === "rejected" ? opening.reason : (judging as PromiseRejectedResult).reason;
+                const error = opening.status === "rejected" ? opening.reason : (judging as PromiseRejectedResult).reason;
+                await abandon(error instanceof Error ? error : new Error(String(error)));
+                throw error;
             }
             const {monitor} = opening.value;
             const prompt = judging.value ?? opening.value.prompt!;
             if (prompt.flagged) {
                 await monitor.close();
+                await abandon(new Error("Qwen3Guard flagged the prompt"));
                 flag("prompt", prompt);
                 return {stream: partsOf([{type: "stream-start", warnings: []},
                     {type: "finish", finishReason: CONTENT_FILTER_FINISH, usage: NO_USAGE, providerMetadata: withVerdicts(undefined, {prompt, flagged: true})}])};
@@ -165,12 +187,18 @@ export function qwenguardMiddleware(options: QwenguardMiddlewareOptions): Qwengu
             try {
                 if (responsePrefix.length > 0)
                     await text.push(responsePrefix);
-                result = await doStream();
+                if (early == null)
+                    result = await doStream();
+                else {
+                    const started = await early;
+                    if (started.status === "rejected")
+                        throw started.reason;
+                    result = started.value;
+                }
             } catch (error) {
                 await monitor.close();
                 throw error;
             }
-            const controller = controllers.get(params);
             return {...result, stream: guardStreamParts(result.stream, {
                 text, prompt, judgeReasoning, signal: params.abortSignal,
                 abort: (reason) => controller?.abort(reason),
@@ -208,6 +236,11 @@ function lazyGuard(value: unknown, variant: "gen" | "stream", loaded: Array<Prom
 function checkedGuard(value: unknown, name: string): () => Promise<AnyGuard> {
     assertGuard(value, name);
     return async () => value;
+}
+
+/** A promise's outcome, without an unhandled rejection meanwhile. */
+function settle<T>(promise: PromiseLike<T>): Promise<PromiseSettledResult<T>> {
+    return Promise.allSettled([promise]).then(([outcome]) => outcome);
 }
 
 function partsOf(parts: LanguageModelV4StreamPart[]): ReadableStream<LanguageModelV4StreamPart> {

@@ -83,27 +83,48 @@ export function wholeTextMonitor(judge: (text: string) => Promise<JudgeResult>):
 
 /**
  * A monitored text and how far it has got: its length so far, whether it has finished, and how much may be shown.
- * A ContextLimitError after the rule fired is not the news (what fitted was judged, and flagged); any other error is.
+ * Text may be added without judging it yet ({@link add}) and judged in one push ({@link flush}): a consumer that falls
+ * behind its source judges what piled up in one decode instead of one per delta. A ContextLimitError after the rule
+ * fired is not the news (what fitted was judged, and flagged); any other error is.
  */
 export class MonitoredText {
-    /** UTF-16 length of the text pushed so far. */
+    /** UTF-16 length of the text added so far. */
     length = 0;
     finished = false;
+    /** Text added and not yet pushed to the monitor. */
+    private unpushed = "";
 
     constructor(readonly monitor: ResponseMonitor) {}
 
-    /** Pushes text; returns where it lies in the monitored text. */
-    async push(text: string): Promise<{start: number, end: number}> {
+    /** Adds text to judge at the next {@link flush}; returns where it lies in the monitored text. */
+    add(text: string): {start: number, end: number} {
         const start = this.length;
         this.length += text.length;
-        await this.scored(() => this.monitor.pushText(text));
+        this.unpushed += text;
         return {start, end: this.length};
     }
 
-    /** Ends the text (once). */
+    /** Judges the text added since the last flush, in one push. */
+    async flush(): Promise<void> {
+        if (this.unpushed.length === 0)
+            return;
+        const text = this.unpushed;
+        this.unpushed = "";
+        await this.scored(() => this.monitor.pushText(text));
+    }
+
+    /** Adds text and judges it. */
+    async push(text: string): Promise<{start: number, end: number}> {
+        const segment = this.add(text);
+        await this.flush();
+        return segment;
+    }
+
+    /** Ends the text (once): what was added is judged, then the held-back tail. */
     async finish(): Promise<void> {
         if (this.finished)
             return;
+        await this.flush();
         this.finished = true;
         await this.scored(() => this.monitor.finish());
     }
@@ -123,4 +144,45 @@ export class MonitoredText {
                 throw error; // over the limit without a flag in what fitted: the rest cannot be judged
         }
     }
+}
+
+const NOT_READY: unique symbol = Symbol("not ready");
+
+/**
+ * A source read one item at a time that can also say whether its next item has already arrived: {@link ready} gives
+ * it when it has an answer by the end of this turn of the event loop (data already received is handed over by then),
+ * else null, and the read stays pending for the next call.
+ */
+export class Lookahead<T> {
+    private pending: Promise<T> | null = null;
+
+    constructor(private readonly read: () => Promise<T>) {}
+
+    /** The next item, waiting for it. */
+    next(): Promise<T> {
+        const next = this.pending ?? this.read();
+        this.pending = null;
+        return next;
+    }
+
+    /** The next item if it has already arrived, else null. */
+    async ready(): Promise<T | null> {
+        this.pending ??= this.read();
+        const next = await Promise.race([this.pending, new Promise<typeof NOT_READY>((resolve) => setImmediate(resolve, NOT_READY))]);
+        if (next === NOT_READY)
+            return null;
+        this.pending = null;
+        return next;
+    }
+}
+
+/** Most items judged in one push when they piled up: the text still goes out in steps. */
+export const MAX_COALESCED = 64;
+
+/**
+ * How many piled-up items the `batch`-th push (from 0) may take: 4, 8, 16… up to MAX_COALESCED. A guard that starts
+ * behind (the prompt judged while the model ran ahead) shows the first text after a small push, not after a large one.
+ */
+export function coalesceLimit(batch: number): number {
+    return Math.min(MAX_COALESCED, 4 << Math.min(batch, 4));
 }

@@ -1,7 +1,7 @@
 import type {JudgeResult} from "../moderation/Judge.js";
 import {assertGuard, openMonitor} from "../integrations/guardKinds.js";
 import type {AnyGuard} from "../integrations/guardKinds.js";
-import {MonitoredText} from "../integrations/ResponseMonitor.js";
+import {Lookahead, MonitoredText, coalesceLimit} from "../integrations/ResponseMonitor.js";
 import type {ResponseMonitor} from "../integrations/ResponseMonitor.js";
 import type {ServerPolicy} from "../server/serverPolicy.js";
 import {chatConversation, splitConversation} from "./chatMessages.js";
@@ -123,6 +123,10 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
     const held: HeldChunk[] = [];
     let last: ChatChunkLike | null = null;
     let completed = false;
+    let exhausted = false;
+    let batches = 0;
+    const iterator = source[Symbol.asyncIterator]();
+    const chunks = new Lookahead(() => iterator.next());
 
     const choiceText = async (index: number): Promise<MonitoredText> => {
         let state = choices.get(index);
@@ -166,7 +170,7 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
                     throw new TypeError(`Expected a string or null for "choices[${choice.index}].delta.${field}" but received ${typeof text}: ` +
                         "the guard judges only text, and lets nothing through unjudged");
                 const judged = await choiceText(choice.index);
-                entry.segments.push({choice: choice.index, field, ...await judged.push(text)});
+                entry.segments.push({choice: choice.index, field, ...judged.add(text)}); // judged at the batch's end
             }
             if (choice.finish_reason != null) {
                 const state = choices.get(choice.index);
@@ -181,9 +185,21 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
 
     try {
         try {
-            for await (const chunk of source) {
-                await take(chunk);
-                if (flagged() != null)
+            for (;;) {
+                // what has piled up meanwhile is judged together (one decode per choice), up to coalesceLimit chunks
+                let result = await chunks.next();
+                const most = coalesceLimit(batches++);
+                for (let taken = 1; !result.done; taken++) {
+                    await take(result.value);
+                    const soon = taken < most ? await chunks.ready() : null;
+                    if (soon == null)
+                        break;
+                    result = soon;
+                }
+                exhausted = result.done === true;
+                for (const state of choices.values())
+                    await state.text?.flush();
+                if (flagged() != null || exhausted)
                     break;
                 yield* releasable();
             }
@@ -211,6 +227,8 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
     } finally {
         if (!completed)
             abort();
+        if (!exhausted)
+            void Promise.resolve(iterator.return?.()).catch(() => undefined); // as for-await's break would (not awaited: a stalled source)
         await Promise.allSettled([...choices.values()].map(async (state) => (await state.open).monitor.close()));
     }
 

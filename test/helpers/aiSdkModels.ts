@@ -49,30 +49,46 @@ export function scriptedModel(script: {stream?: ReadonlyArray<LanguageModelV4Str
         async doStream(options) {
             watch(options);
             const parts = [...script.stream ?? []];
-            let cancelled = false;
+            const timers: NodeJS.Timeout[] = [];
+            // the parts come on the model's own schedule, one every delayMs, whether or not anyone reads them yet (as
+            // a server's stream does); without a delay, as fast as they are read
             return {
                 stream: new ReadableStream<LanguageModelV4StreamPart>({
-                    async pull(controller) {
+                    start(controller) {
+                        if (script.delayMs == null)
+                            return;
+                        parts.forEach((part, index) => timers.push(setTimeout(() => emit(controller, part), (index + 1) * script.delayMs!)));
+                        timers.push(setTimeout(() => controller.close(), (parts.length + 1) * script.delayMs));
+                    },
+                    pull(controller) {
                         if (script.delayMs != null)
-                            await new Promise((resolve) => setTimeout(resolve, script.delayMs));
-                        if (cancelled)
                             return;
                         const part = parts.shift();
                         if (part == null)
                             controller.close();
-                        else if (part instanceof Error)
-                            controller.error(part);
                         else
-                            controller.enqueue(part);
+                            emit(controller, part);
                     },
                     cancel() {
-                        cancelled = true;
+                        timers.forEach(clearTimeout);
                         log.cancelled++;
                     }
                 }, {highWaterMark: 0})
             };
         }
     };
+}
+
+/** Enqueues a part, or fails the stream with it when it is an Error (once failed or closed, nothing more). */
+function emit(controller: ReadableStreamDefaultController<LanguageModelV4StreamPart>, part: LanguageModelV4StreamPart | Error): void {
+    try {
+        if (part instanceof Error)
+            controller.error(part);
+        else
+            controller.enqueue(part);
+    } catch {
+        // the stream already ended (an error part before, or cancelled)
+    }
 }
 
 /** The text of a prompt for a plain completion model: each message's text on its own line, then "Assistant:". */
@@ -86,10 +102,10 @@ function completionPrompt(options: LanguageModelV4CallOptions): string {
 }
 
 /**
- * A minimal AI SDK provider model over node-llama-cpp: greedy completion of the prompt's text on `model`, streamed
- * as text deltas (one per token chunk node-llama-cpp reports), stopped by the call's abort signal.
+ * A minimal AI SDK provider model over node-llama-cpp: greedy completion of the prompt's text on `model` (one thread
+ * unless told), streamed as text deltas (one per token chunk node-llama-cpp reports), stopped by the call's abort signal.
  */
-export function llamaLanguageModel(model: LlamaModel, options: {tokenBias?: TokenBias, contextSize?: number} = {}):
+export function llamaLanguageModel(model: LlamaModel, options: {tokenBias?: TokenBias, contextSize?: number, threads?: number} = {}):
     LanguageModelV4 & {log: ModelLog, settled: () => Promise<unknown>} {
     const log: ModelLog = {calls: [], cancelled: 0, aborted: 0};
     const running = new Set<Promise<unknown>>();
@@ -102,7 +118,8 @@ export function llamaLanguageModel(model: LlamaModel, options: {tokenBias?: Toke
     const generate = async (call: LanguageModelV4CallOptions, onText: (text: string) => void) => {
         log.calls.push(call);
         call.abortSignal?.addEventListener("abort", () => log.aborted++, {once: true});
-        const context = await model.createContext({contextSize: options.contextSize ?? 512});
+        // (threads given: node-llama-cpp's default is many times slower on a small shared machine)
+        const context = await model.createContext({contextSize: options.contextSize ?? 512, threads: options.threads ?? 1});
         try {
             const completion = new LlamaCompletion({contextSequence: context.getSequence()});
             const text = await completion.generateCompletion(completionPrompt(call), {

@@ -30,3 +30,15 @@ export async function waitFor(condition: () => boolean, timeoutMs = 10_000): Pro
     while (!condition() && Date.now() < deadline)
         await new Promise((resolve) => setTimeout(resolve, 20));
 }
+
+/** Counts the guard's evaluate calls (each one llama_decode round) from now on. */
+export function countEvaluations(guard: StreamGuard): {readonly count: number, restore: () => void} {
+    const evaluator = guard._evaluator;
+    const original = evaluator.evaluate;
+    const counter = {count: 0, restore: () => void (evaluator.evaluate = original)};
+    evaluator.evaluate = function (this: typeof evaluator, ...args: Parameters<typeof original>) {
+        counter.count++;
+        return original.apply(this, args);
+    };
+    return counter;
+}

@@ -5,7 +5,7 @@ import {RemoteGuard, guardChatStream} from "../../src/index.js";
 import type {AnyGuard, ChatStreamFlag} from "../../src/index.js";
 import {contentChunk, startScriptedUpstream, startServer, writeSse} from "../server/serverTestKit.js";
 import type {ScriptedUpstream} from "../server/serverTestKit.js";
-import {SAFE, SPLIT_UNSAFE, plantedGuards, waitFor} from "./integrationTestKit.js";
+import {SAFE, SPLIT_UNSAFE, countEvaluations, plantedGuards, waitFor} from "./integrationTestKit.js";
 
 const MESSAGES = [{role: "system" as const, content: "Be helpful."}, {role: "user" as const, content: "Tell me a story."}];
 const {stream, gen} = plantedGuards(t);
@@ -129,6 +129,20 @@ t.test("a consumer that stops reading aborts the request and frees the session",
     await waitFor(() => upstream.aborted === 1 && guard._context.usedCells() === 0);
     t.equal(upstream.aborted, 1, "the upstream connection was closed");
     t.equal(guard._context.usedCells(), 0, "the session was freed");
+});
+
+t.test("chunks that arrived together are judged in one push, and come out the same", async (t) => {
+    const guard = await stream();
+    const chunks = answerChunks([...SAFE, ...SAFE, ...SAFE, ...SAFE]) as OpenAI.ChatCompletionChunk[];
+    const evaluations = countEvaluations(guard);
+    t.teardown(() => evaluations.restore());
+    const out: OpenAI.ChatCompletionChunk[] = [];
+    for await (const chunk of guardChatStream((async function* () {
+        yield* chunks; // all there at once, as when the guard has fallen behind its upstream
+    })(), {guard, messages: MESSAGES}))
+        out.push(chunk);
+    t.same(out, chunks);
+    t.ok(evaluations.count <= 8, `${chunks.length} chunks judged in ${evaluations.count} evaluations (the prompt, pushes of 4, 8, 16… chunks, the tail)`);
 });
 
 t.test("a GenGuard holds the answer until it is complete, then releases it or cuts all of it", async (t) => {
