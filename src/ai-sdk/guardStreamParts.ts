@@ -128,7 +128,7 @@ export function guardStreamParts(upstream: ReadableStream<LanguageModelV4StreamP
         if (done)
             return;
         const reason = guarded.signal!.reason instanceof Error ? guarded.signal!.reason as Error : new Error("The call was aborted");
-        void stop(reason).finally(() => output.error(reason));
+        void stop(reason).catch(() => undefined).finally(() => output.error(reason));
     };
     guarded.signal?.addEventListener("abort", onAbort, {once: true});
     return new ReadableStream<LanguageModelV4StreamPart>({

@@ -185,8 +185,18 @@ export function qwenguardMiddleware(options: QwenguardMiddlewareOptions): Qwengu
             const text = new MonitoredText(monitor);
             let result: LanguageModelV4StreamResult;
             try {
-                if (responsePrefix.length > 0)
+                if (responsePrefix.length > 0) {
                     await text.push(responsePrefix);
+                    if (monitor.flag != null) {
+                        // the prefill the model would continue is itself flagged: the model is not called (or is stopped)
+                        const response = monitor.flag.verdict;
+                        await monitor.close();
+                        await abandon(new Error("Qwen3Guard flagged the answer's prefill"));
+                        flag("response", response);
+                        return {stream: partsOf([{type: "stream-start", warnings: []}, {type: "finish", finishReason: CONTENT_FILTER_FINISH,
+                            usage: NO_USAGE, providerMetadata: withVerdicts(undefined, {prompt, response, flagged: true})}])};
+                    }
+                }
                 if (early == null)
                     result = await doStream();
                 else {
@@ -197,6 +207,7 @@ export function qwenguardMiddleware(options: QwenguardMiddlewareOptions): Qwengu
                 }
             } catch (error) {
                 await monitor.close();
+                await abandon(error instanceof Error ? error : new Error(String(error)));
                 throw error;
             }
             return {...result, stream: guardStreamParts(result.stream, {

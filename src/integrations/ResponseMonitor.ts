@@ -56,10 +56,12 @@ export function streamSessionMonitor(session: StreamSession, close: () => Promis
 export function wholeTextMonitor(judge: (text: string) => Promise<JudgeResult>): ResponseMonitor {
     let text = "";
     let finished = false;
+    /** Set once the whole text is judged (an empty text needs no judgement). */
+    let judged = false;
     let result: JudgeResult | null = null;
     return {
         get releasableLength() {
-            return finished && result?.flagged !== true ? text.length : 0;
+            return judged && result?.flagged !== true ? text.length : 0;
         },
         get flag() {
             return result?.flagged === true ? {textOffset: 0, verdict: result} : null;
@@ -75,6 +77,7 @@ export function wholeTextMonitor(judge: (text: string) => Promise<JudgeResult>):
             finished = true;
             if (text.length > 0)
                 result = await judge(text);
+            judged = true;
         },
         verdict: () => result,
         close: async () => undefined
@@ -93,11 +96,15 @@ export class MonitoredText {
     finished = false;
     /** Text added and not yet pushed to the monitor. */
     private unpushed = "";
+    /** finish() was called (it may have failed: then `finished` stays false). */
+    private ending = false;
 
     constructor(readonly monitor: ResponseMonitor) {}
 
     /** Adds text to judge at the next {@link flush}; returns where it lies in the monitored text. */
     add(text: string): {start: number, end: number} {
+        if (this.ending)
+            throw new TypeError("Expected no more text after the answer ended (a finish reason): what comes after it would not be judged");
         const start = this.length;
         this.length += text.length;
         this.unpushed += text;
@@ -120,20 +127,24 @@ export class MonitoredText {
         return segment;
     }
 
-    /** Ends the text (once): what was added is judged, then the held-back tail. */
+    /**
+     * Ends the text (once): what was added is judged, then the held-back tail. Only when that succeeds is all of it
+     * releasable; after a failure what may be shown stays what was judged.
+     */
     async finish(): Promise<void> {
-        if (this.finished)
+        if (this.finished || this.ending)
             return;
+        this.ending = true;
         await this.flush();
-        this.finished = true;
         await this.scored(() => this.monitor.finish());
+        this.finished = true;
     }
 
-    /** How much of the text may be shown: all of it once it finished without a flag. */
+    /** How much of the text may be shown: all of it once it finished (judged to its end) without a flag. */
     get limit(): number {
         if (this.monitor.flag != null)
             return this.monitor.flag.textOffset;
-        return this.finished ? Infinity : this.monitor.releasableLength;
+        return this.finished ? this.length : this.monitor.releasableLength;
     }
 
     private async scored(work: () => Promise<unknown>): Promise<void> {

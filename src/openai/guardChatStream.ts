@@ -106,7 +106,7 @@ export const CONTENT_FILTER = "content_filter";
  * `"content_filter"` and whose `qwen3guard` field carries the verdict; the upstream is aborted and the generator
  * returns. Each choice of an `n > 1` answer has its own session; a flag in one ends them all.
  * When the source fails, the text received is judged to its end and what is safe is yielded before the error.
- * @throws ContextLimitError when an answer grows past the session's limit (what fitted was judged and yielded first);
+ * @throws ContextLimitError when an answer grows past the session's limit (what was judged of it was yielded first);
  *   TypeError for a judged field that is not a string
  * @example
  * const stream = await openai.chat.completions.create({model, messages, stream: true});
@@ -133,8 +133,13 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
         if (state == null) {
             const open = openSession(index).then(async (monitor) => {
                 const text = new MonitoredText(monitor);
-                if (prefix.length > 0)
-                    await text.push(prefix);
+                try {
+                    if (prefix.length > 0)
+                        await text.push(prefix);
+                } catch (error) {
+                    await monitor.close();
+                    throw error;
+                }
                 return text;
             });
             state = {open};
@@ -240,7 +245,8 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
     async function* cut(flag: ChatStreamFlag): AsyncGenerator<Chunk, GuardChatStreamResult> {
         abort();
         options.onFlag?.(flag);
-        const limits = new Map([...choices].map(([choice]) => [choice, limit(choice)]));
+        // (a choice whose session failed to open has no text held: nothing of it goes out)
+        const limits = new Map([...choices].map(([choice, state]) => [choice, state.text != null ? limit(choice) : 0]));
         const stopped = new Set<number>();
         for (const entry of held.splice(0)) {
             const trimmed = trimChunk(entry, limits, stopped);
@@ -248,7 +254,7 @@ export async function* guardChatStream<Chunk extends ChatChunkLike>(source: Asyn
                 yield trimmed as Chunk;
         }
         // every choice still open ends here: the flagged one, those cut short, those that never spoke
-        const unfinished = [...choices].filter(([choice, state]) => !state.text!.finished || stopped.has(choice) || choice === flag.choice)
+        const unfinished = [...choices].filter(([choice, state]) => state.text?.finished !== true || stopped.has(choice) || choice === flag.choice)
             .map(([choice]) => choice);
         const seen = new Set([...choices.keys(), ...endedBare]);
         const silent = last?.choices?.map((choice) => choice.index).filter((index) => !seen.has(index)) ?? [];

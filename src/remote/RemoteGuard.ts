@@ -112,6 +112,8 @@ export class RemoteSession implements ResponseMonitor {
     promptVerdict!: JudgeResult;
     private summaryVerdict: JudgeResult | null = null;
     private summarized = false;
+    /** The `judged` event answering `end` has come. */
+    private endJudged = false;
     private failure: Error | null = null;
     private readonly waiters: Waiter[] = [];
     /** A `judged` event said a flag follows: the reply waits for it. */
@@ -222,6 +224,8 @@ export class RemoteSession implements ResponseMonitor {
             return this.answered();
         case "judged":
             this.releasableLength = event.length as number;
+            if (this.finished)
+                this.endJudged = true; // (the reply to "end": only the summary follows)
             if (event.flagged === true)
                 this.flagComing = true;
             else
@@ -236,9 +240,15 @@ export class RemoteSession implements ResponseMonitor {
             }
             return;
         case "summary":
+            if (event.reason !== "end" && event.reason !== "flag") {
+                // the server ended the session before the answer was judged (it is shutting down)
+                this.fail(new RemoteGuardError(`The guard server ended the session (${String(event.reason)}) before the answer was judged`,
+                    null, "session_ended", null));
+                return;
+            }
             this.summaryVerdict = event.response as JudgeResult | null;
             this.summarized = true;
-            if (this.finished && this.flag == null)
+            if (this.finished && this.flag == null && this.waiters.length > 0 && this.endJudged)
                 this.answered();
             return;
         case "error": {

@@ -295,6 +295,13 @@ t.test("a real generator (node-llama-cpp on a tiny model) through the middleware
     await forcedModel.settled();
 });
 
+t.test("an answer the guard cannot judge is never shown: Gen alone on an answer over its context", async (t) => {
+    const huge = Array.from({length: 700}, (_, i) => ` word${i}`);
+    const run = await streamed({gen: await gen()}, {stream: textParts(huge)});
+    t.equal(run.text, "", "nothing of it went out");
+    t.match(run.errors, [{name: "ContextLimitError"}], "the consumer heard why");
+});
+
 t.test("a remote qwenguard serve guards the same way, over its WebSocket", async (t) => {
     const server = await startServer(t, {apiKey: "sesame"});
     const guard = new RemoteGuard({url: server.url, apiKey: "sesame"});

@@ -1,7 +1,7 @@
 import t from "tap";
 import type {Test} from "tap";
 import OpenAI from "openai";
-import {RemoteGuard, guardChatStream} from "../../src/index.js";
+import {RemoteGuard, guardChatStream, streamSessionMonitor} from "../../src/index.js";
 import type {AnyGuard, ChatStreamFlag} from "../../src/index.js";
 import {contentChunk, startScriptedUpstream, startServer, writeSse} from "../server/serverTestKit.js";
 import type {ScriptedUpstream} from "../server/serverTestKit.js";
@@ -145,6 +145,34 @@ t.test("chunks that arrived together are judged in one push, and come out the sa
     t.ok(evaluations.count <= 8, `${chunks.length} chunks judged in ${evaluations.count} evaluations (the prompt, pushes of 4, 8, 16… chunks, the tail)`);
 });
 
+t.test("an answer the guard cannot judge to its end: only what was judged goes out, then the error", async (t) => {
+    const guard = await stream();
+    const long = Array.from({length: 60}, (_, i) => ` word${i}`);
+    const {client} = await upstreamOf(t, answerChunks(long), {delayMs: 0});
+    const source = await client.chat.completions.create({model: "upstream-model", messages: MESSAGES, stream: true});
+    const out: string[] = [];
+    let error: unknown = null;
+    try {
+        for await (const chunk of guardChatStream(source, {
+            openSession: async () => streamSessionMonitor(await guard.createSession({messages: MESSAGES, maxTokens: 60}))
+        }))
+            out.push(chunk.choices[0]?.delta?.content ?? "");
+    } catch (caught) {
+        error = caught;
+    }
+    t.match(error, {name: "ContextLimitError"}, "the answer outgrew the session");
+    const text = out.join("");
+    t.ok(text.length > 0 && long.join("").startsWith(text) && text.length < long.join("").length / 2,
+        `a judged prefix went out (${text.length} characters), not the rest`);
+    t.equal(guard._context.usedCells(), 0, "the session was freed");
+
+    // Gen judges whole texts: an answer over its context is never shown
+    const huge = Array.from({length: 700}, (_, i) => ` word${i}`);
+    const over = await guarded((await upstreamOf(t, answerChunks(huge), {delayMs: 0})).client, await gen());
+    t.equal(over.text, "", "nothing of it went out");
+    t.match(over.error, {name: "ContextLimitError"});
+});
+
 t.test("a GenGuard holds the answer until it is complete, then releases it or cuts all of it", async (t) => {
     const guard = await gen();
     const safe = await guarded((await upstreamOf(t, answerChunks(SAFE))).client, guard);
@@ -167,4 +195,13 @@ t.test("a RemoteGuard: the same cut, judged by a qwenguard serve's Stream model 
     t.equal(safe.last?.choices[0].finish_reason, "stop");
     await waitFor(() => server.app.qwenguard.sessions.size === 0);
     t.equal(server.app.qwenguard.sessions.size, 0, "the remote sessions were closed");
+
+    // a server that shuts down mid-answer ends the session with an error, not with a verdict
+    const session = await guard.openSession(MESSAGES);
+    await session.pushText("Once upon a time there was a");
+    await server.app.close();
+    await t.rejects(session.pushText(" cat").then(() => session.finish()), {name: "RemoteGuardError"});
+    t.equal(session.flag, null);
+    t.ok(session.releasableLength < "Once upon a time there was a cat".length, "what was not judged stays unreleased");
+    await session.close();
 });
