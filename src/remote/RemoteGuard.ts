@@ -182,11 +182,16 @@ export class RemoteSession implements ResponseMonitor {
     }
 
     async close(): Promise<void> {
+        if (this.socket.readyState === WebSocket.CLOSED)
+            return;
         if (this.socket.readyState === WebSocket.CONNECTING || this.socket.readyState === WebSocket.OPEN)
             this.socket.close(1000, "done");
-        const timer = setTimeout(() => this.socket.terminate(), 2_000);
-        await this.closed;
-        clearTimeout(timer);
+        // a server that does not answer the close handshake is cut off; and nothing here waits without end
+        const timers: NodeJS.Timeout[] = [];
+        await Promise.race([this.closed, new Promise<void>((resolve) => {
+            timers.push(setTimeout(() => this.socket.terminate(), 2_000), setTimeout(resolve, 4_000));
+        })]);
+        timers.forEach(clearTimeout);
     }
 
     /** Sends (through `send`) and waits for the server's answer to it. */
@@ -205,8 +210,14 @@ export class RemoteSession implements ResponseMonitor {
                 else
                     resolve();
             };
-            this.waiters.push({resolve: () => done(), reject: done});
-            send();
+            const waiter: Waiter = {resolve: () => done(), reject: done};
+            this.waiters.push(waiter);
+            try {
+                send();
+            } catch (error) {
+                this.waiters.splice(this.waiters.indexOf(waiter), 1);
+                done(new RemoteGuardError(`Could not send to the guard server at ${this.url}: ${(error as Error).message}`, null, null, null));
+            }
         });
     }
 
