@@ -305,7 +305,9 @@ function launch(binary: string, port: number, {model, args = []}: LlamaServerOpt
             output.push(`\n[llama-server ${line}]\n`);
             resolve();
         };
-        child.once("exit", (code, signal) => onEnd(`exited: ${signal == null ? `code ${code}` : `signal ${signal}`}`));
+        // "close", not "exit": it comes once stdout and stderr are drained too, so the log is whole (a server that
+        // failed at once had its message lost to the race)
+        child.once("close", (code, signal) => onEnd(`exited: ${signal == null ? `code ${code}` : `signal ${signal}`}`));
         child.once("error", (error) => onEnd(`could not start: ${error.message}`));
     });
     for (const stream of [child.stdout, child.stderr]) {
