@@ -12,7 +12,9 @@ import type {BatchCounts} from "./BatchTally.js";
 import {BatchOutputError, scanOutput} from "./batchOutput.js";
 import {judgeItem} from "./moderateMany.js";
 import {DEFAULT_MAX_RECORD_BYTES, batchInputFormats, readRecords} from "./readRecords.js";
-import type {BatchInputFormat, CsvColumns, InputRecord} from "./readRecords.js";
+import type {BatchInputFormat, CarriedFields, CsvColumns, InputRecord} from "./readRecords.js";
+import type {ItemOutcome} from "./moderateMany.js";
+import type {Message} from "../conversation/messages.js";
 
 export interface ModerateFileOptions extends JudgeOptions {
     /** Default: from the input's extension (`.jsonl`/`.json` → jsonl, `.csv` → csv, else txt). */
@@ -36,7 +38,21 @@ export interface ModerateFileOptions extends JudgeOptions {
     /** Stop taking records (those started finish and are written, then a checkpoint). */
     signal?: AbortSignal,
     /** Called after each record is written, and at the end. */
-    onProgress?: (progress: BatchProgress) => void
+    onProgress?: (progress: BatchProgress) => void,
+    /** @internal Per-record hooks: more fields read, the conversation chosen, more fields written (what `evaluateFile` adds). */
+    annotate?: RecordAnnotator
+}
+
+/** Hooks that extend each record of a run (see `evaluateFile`). */
+export interface RecordAnnotator {
+    /** Input fields to read into `record.carried`. */
+    carry: CarriedFields,
+    /** What else must match for a run to resume (JSON). */
+    settings: unknown,
+    /** Before judging: the conversation to judge, or why the record is bad (written as its error line). */
+    prepare(record: InputRecord): {messages: Message[]} | {error: string},
+    /** Fields appended to a judged record's output line. */
+    fields(record: InputRecord, outcome: ItemOutcome, judge: Judge): Record<string, unknown>
 }
 
 /** Where a run stands. `counts` cover the whole output, earlier runs included; rates cover this run. */
@@ -87,7 +103,9 @@ export interface RunSettings {
     policy: unknown,
     mode: string,
     longInput: string,
-    shard: string | null
+    shard: string | null,
+    /** The annotator's settings; absent for a plain batch. */
+    annotate?: unknown
 }
 
 /** `<output>.checkpoint.json`. */
@@ -135,11 +153,13 @@ export async function moderateFile(input: string, output: string, options: Moder
     if ([input, output].some((file) => path.resolve(file) === path.resolve(errorsFile)))
         throw new TypeError("The errors file must not be the input or the output file");
     const checkpointFile = `${output}.checkpoint.json`;
+    const annotate = options.annotate;
     const model = path.resolve((await resolveModel(stringOption("model", options.model))).path); // a name: from the cache, pulled when missing
     const settings: RunSettings = {
         input: path.resolve(input), model, head: options.head != null ? path.resolve(options.head) : null,
         format, columns: format === "csv" ? {id: "id", prompt: "prompt", response: "response", ...options.columns} : null,
-        policy: options.policy ?? "strict", mode: options.mode ?? "score", longInput: options.longInput ?? "error", shard: shard != null ? `${shard.index}/${shard.count}` : null
+        policy: options.policy ?? "strict", mode: options.mode ?? "score", longInput: options.longInput ?? "error", shard: shard != null ? `${shard.index}/${shard.count}` : null,
+        ...(annotate != null ? {annotate: annotate.settings} : {})
     };
 
     // resume: the output so far (torn last line cut off) and its counts; the errors file is rebuilt from it
@@ -221,7 +241,8 @@ export async function moderateFile(input: string, output: string, options: Moder
         let inputDone = false;
         let yielded = 0;
         async function* todo(): AsyncGenerator<InputRecord> {
-            for await (const record of readRecords(input, {format, columns: options.columns, maxRecordBytes, onBlankLine: () => blankLines++})) {
+            for await (const record of readRecords(input, {format, columns: options.columns, maxRecordBytes, onBlankLine: () => blankLines++,
+                ...(annotate != null ? {carry: annotate.carry} : {})})) {
                 if (shard != null && record.index % shard.count !== shard.index - 1)
                     continue;
                 if (selected >= limit) {
@@ -238,17 +259,22 @@ export async function moderateFile(input: string, output: string, options: Moder
             }
             inputDone = true;
         }
-        const records = mapInOrder(todo(), judge.inFlight, async (record) => {
+        type Judged = ItemOutcome & {record: InputRecord, extra?: Record<string, unknown> | null};
+        const records = mapInOrder(todo(), judge.inFlight, async (record): Promise<Judged> => {
             if (record.error != null)
                 return {record, error: record.error, tokens: 0};
-            return {record, ...await judgeItem(judge, () => record.messages!)};
+            const prepared = annotate != null ? annotate.prepare(record) : {messages: record.messages!};
+            if ("error" in prepared)
+                return {record, error: prepared.error, tokens: 0};
+            const outcome = await judgeItem(judge, () => prepared.messages);
+            return {record, ...outcome, extra: annotate != null && outcome.result != null ? annotate.fields(record, outcome, judge) : null};
         }, options.signal);
 
-        for await (const {record, result, error, tokens: used} of records) {
+        for await (const {record, result, error, tokens: used, extra} of records) {
             if (error != null && options.strict === true)
                 throw new BatchRecordError(record.line, error);
             const head = {line: record.line, ...(record.id != null ? {id: record.id} : {})};
-            const text = JSON.stringify(error != null ? {...head, error} : {...head, ...result});
+            const text = JSON.stringify(error != null ? {...head, error} : {...head, ...result, ...extra});
             write(out, text + "\n");
             if (error != null)
                 write(errs, text + "\n");
@@ -286,7 +312,7 @@ function writeAll(fd: number, text: string): void {
 }
 
 /** `.jsonl`/`.json`/`.ndjson` → jsonl, `.csv` → csv, anything else → txt. */
-function formatOf(input: string): BatchInputFormat {
+export function formatOf(input: string): BatchInputFormat {
     const extension = path.extname(input).toLowerCase();
     return extension === ".csv" ? "csv" : [".jsonl", ".json", ".ndjson"].includes(extension) ? "jsonl" : "txt";
 }

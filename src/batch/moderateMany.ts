@@ -34,7 +34,10 @@ export function isItemError(error: unknown): boolean {
 export interface ItemOutcome {
     result?: JudgeResult,
     error?: string,
-    tokens: number
+    tokens: number,
+    /** With a result: as in JudgeOutcome. */
+    score?: number,
+    responseTokens?: number[]
 }
 
 /**
@@ -43,8 +46,7 @@ export interface ItemOutcome {
  */
 export async function judgeItem(judge: Judge, conversation: () => Message[]): Promise<ItemOutcome> {
     try {
-        const {result, tokens} = await judge.judge(conversation());
-        return {result, tokens};
+        return await judge.judge(conversation());
     } catch (error) {
         if (!isItemError(error))
             throw error;
@@ -75,7 +77,8 @@ export async function* moderateMany(items: AsyncIterable<BatchItem> | Iterable<B
         yield* mapInOrder(items, judge.inFlight, async (item: BatchItem): Promise<BatchItemResult> => {
             const at = index++;
             const id = item != null && typeof item === "object" && "id" in item ? item.id : undefined;
-            return {index: at, ...(id != null ? {id} : {}), ...await judgeItem(judge, () => conversationOf(item))};
+            const {result, error, tokens} = await judgeItem(judge, () => conversationOf(item));
+            return {index: at, ...(id != null ? {id} : {}), ...(result != null ? {result} : {error}), tokens};
         }, options.signal);
     } finally {
         if (given == null)

@@ -29,8 +29,18 @@ export interface InputRecord {
     /** The conversation; absent when `error` says why there is none. */
     messages?: Message[],
     error?: string,
+    /** The fields named in `carry` that the record has (JSONL: their JSON values; CSV: non-empty cells, as strings). */
+    carried?: Record<string, unknown>,
     /** Byte offset of the input just after the record (for progress). */
     end: number
+}
+
+/** Fields to read besides the conversation (e.g. the labels of an evaluation). */
+export interface CarriedFields {
+    /** JSONL keys, or CSV column names. */
+    fields: readonly string[],
+    /** CSV columns the header must have. */
+    required?: readonly string[]
 }
 
 export interface ReadRecordsOptions {
@@ -39,7 +49,9 @@ export interface ReadRecordsOptions {
     /** Longest record in bytes; a longer one becomes an error record. Default 16 MiB. */
     maxRecordBytes?: number,
     /** Called for each blank line (skipped: it holds no record). */
-    onBlankLine?: (line: number) => void
+    onBlankLine?: (line: number) => void,
+    /** Fields to carry into each record's `carried`. */
+    carry?: CarriedFields
 }
 
 export const DEFAULT_MAX_RECORD_BYTES = 16 << 20;
@@ -58,7 +70,7 @@ export async function* readRecords(input: string | Readable, options: ReadRecord
     const maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
     const lines = readLines(input, maxRecordBytes);
     if (options.format === "csv") {
-        yield* csvRecords(lines, options.columns ?? {}, maxRecordBytes, options.onBlankLine);
+        yield* csvRecords(lines, options.columns ?? {}, maxRecordBytes, options.onBlankLine, options.carry);
         return;
     }
     let index = 0;
@@ -74,7 +86,7 @@ export async function* readRecords(input: string | Readable, options: ReadRecord
         else if (options.format === "txt")
             yield {...base, messages: [{role: "user", content: text}]};
         else
-            yield {...base, ...jsonRecord(text)};
+            yield {...base, ...jsonRecord(text, options.carry?.fields ?? [])};
     }
 }
 
@@ -92,13 +104,17 @@ function lineText(raw: RawLine, maxRecordBytes: number): string | {error: string
     }
 }
 
-function jsonRecord(text: string): {id?: string | number, messages?: Message[], error?: string} {
+function jsonRecord(text: string, carry: readonly string[]): {id?: string | number, messages?: Message[], error?: string, carried?: Record<string, unknown>} {
     let value: unknown;
     try {
         value = JSON.parse(text);
     } catch (error) {
         return {error: `Invalid JSON: ${(error as Error).message}`};
     }
+    const carried = carry.length > 0 && value != null && typeof value === "object" && !Array.isArray(value)
+        ? Object.fromEntries(carry.filter((key) => key in value).map((key) => [key, (value as Record<string, unknown>)[key]]))
+        : null;
+    const withCarried = <T extends object>(record: T) => carried != null ? {...record, carried} : record;
     let id: string | number | undefined;
     if (value != null && typeof value === "object" && !Array.isArray(value) && "id" in value) {
         const given = (value as {id: unknown}).id;
@@ -107,15 +123,15 @@ function jsonRecord(text: string): {id?: string | number, messages?: Message[], 
         id = given;
     }
     try {
-        return {...(id != null ? {id} : {}), messages: conversationOf(value)};
+        return withCarried({...(id != null ? {id} : {}), messages: conversationOf(value)});
     } catch (error) {
-        return {...(id != null ? {id} : {}), error: (error as Error).message};
+        return withCarried({...(id != null ? {id} : {}), error: (error as Error).message});
     }
 }
 
 async function* csvRecords(lines: AsyncGenerator<RawLine>, columns: CsvColumns, maxRecordBytes: number,
-    onBlankLine: ((line: number) => void) | undefined): AsyncGenerator<InputRecord> {
-    let header: {names: string[], id: number, prompt: number, response: number} | null = null;
+    onBlankLine: ((line: number) => void) | undefined, carry: CarriedFields | undefined): AsyncGenerator<InputRecord> {
+    let header: CsvHeader | null = null;
     let index = 0;
     let pending: CsvPending | null = null;
     let end = 0;
@@ -149,7 +165,7 @@ async function* csvRecords(lines: AsyncGenerator<RawLine>, columns: CsvColumns, 
         if (header == null) {
             if (record.error != null)
                 throw new BatchInputError(`The CSV header (line ${record.line}) cannot be read: ${record.error}`);
-            header = csvHeader(record.text, record.line, columns);
+            header = csvHeader(record.text, record.line, columns, carry);
             continue;
         }
         const base = {index: index++, line: record.line, end: raw.end};
@@ -170,7 +186,9 @@ async function* csvRecords(lines: AsyncGenerator<RawLine>, columns: CsvColumns, 
         }
         const prompt = fields[header.prompt];
         const response = header.response >= 0 && fields[header.response] !== "" ? fields[header.response] : undefined;
-        yield {...base, ...(id != null ? {id} : {}),
+        const carried = header.carried.length > 0
+            ? {carried: Object.fromEntries(header.carried.filter(([, at]) => fields[at] !== "").map(([name, at]) => [name, fields[at]]))} : {};
+        yield {...base, ...(id != null ? {id} : {}), ...carried,
             messages: response == null ? [{role: "user", content: prompt}] : [{role: "user", content: prompt}, {role: "assistant", content: response}]};
     }
     if (pending != null) {
@@ -181,7 +199,17 @@ async function* csvRecords(lines: AsyncGenerator<RawLine>, columns: CsvColumns, 
     }
 }
 
-function csvHeader(text: string, line: number, columns: CsvColumns): {names: string[], id: number, prompt: number, response: number} {
+/** A CSV header's column names and where the columns read are (-1: absent). */
+interface CsvHeader {
+    names: string[],
+    id: number,
+    prompt: number,
+    response: number,
+    /** The carried columns present: name and position. */
+    carried: Array<[string, number]>
+}
+
+function csvHeader(text: string, line: number, columns: CsvColumns, carry: CarriedFields | undefined): CsvHeader {
     const names = parseCsvRecord(text);
     if (typeof names === "string")
         throw new BatchInputError(`The CSV header (line ${line}) cannot be read: ${names}`);
@@ -192,11 +220,16 @@ function csvHeader(text: string, line: number, columns: CsvColumns): {names: str
                 `choose one with ${flag}`);
         return at;
     };
+    const required = new Set(carry?.required ?? []);
+    for (const name of required)
+        if (!names.includes(name))
+            throw new BatchInputError(`The CSV header has no column ${JSON.stringify(name)} (it has ${names.map((n) => JSON.stringify(n)).join(", ")})`);
     return {
         names,
         prompt: find("--prompt-column", columns.prompt ?? "prompt", true),
         response: find("--response-column", columns.response ?? "response", columns.response != null),
-        id: find("--id-column", columns.id ?? "id", columns.id != null)
+        id: find("--id-column", columns.id ?? "id", columns.id != null),
+        carried: (carry?.fields ?? []).map((name): [string, number] => [name, names.indexOf(name)]).filter(([, at]) => at >= 0)
     };
 }
 

@@ -10,7 +10,9 @@ import {resolveModel} from "../hub/resolveModel.js";
 import {integerOption, oneOfOption} from "../options.js";
 import {StreamGuard} from "../stream/StreamGuard.js";
 import type {RiskLevel} from "../stream/types.js";
-import {genResult, streamPromptRule, streamResult} from "./judgeResults.js";
+import {tokenizeSegments} from "../conversation/TokenSegments.js";
+import type {TokenSegment} from "../conversation/TokenSegments.js";
+import {genResult, genScore, streamPromptRule, streamResult, streamScore} from "./judgeResults.js";
 
 export interface JudgeOptions {
     /** A Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (told apart by its metadata). */
@@ -62,7 +64,23 @@ export interface JudgeResult {
 export interface JudgeOutcome {
     result: JudgeResult,
     /** Tokens of the rendered conversation that the model read (Gen: the template included). */
-    tokens: number
+    tokens: number,
+    /**
+     * The smallest threshold policy (`{minProb}`, P(Unsafe) + P(Controversial)) that flags this conversation, in [0, 1]:
+     * Gen and Stream prompts: the verdict's P(Unsafe) + P(Controversial); a Stream response: the largest, over pairs of
+     * consecutive tokens, of the smaller of the two tokens' P(Unsafe) + P(Controversial) (the decision rule's window).
+     */
+    score: number,
+    /** Stream, response: the token ids scored, in order (where `stoppedAt.token` points). */
+    responseTokens?: number[]
+}
+
+/** The tokenizer of a Stream model: what maps token positions between tokenizations (evaluation's unsafe spans). */
+export interface JudgeTokenizer {
+    /** Token ids of the segments (text tokenized in NFC, special tokens by name). */
+    tokenize(segments: readonly TokenSegment[]): number[],
+    /** The bytes of a token's text. */
+    tokenBytes(token: number): Uint8Array
 }
 
 /**
@@ -88,7 +106,9 @@ export class Judge {
         private readonly judgeOne: (messages: Message[]) => Promise<JudgeOutcome>,
         private readonly disposeModel: () => Promise<void>,
         /** Whether an error means "the shared context is full right now" (Stream: worth retrying alone). */
-        private readonly isCapacityError: (error: unknown) => boolean
+        private readonly isCapacityError: (error: unknown) => boolean,
+        /** @internal Stream: the model's tokenizer (evaluation maps label positions with it); null for Gen. */
+        readonly tokenizer: JudgeTokenizer | null
     ) {}
 
     /**
@@ -120,10 +140,16 @@ export class Judge {
             const promptFlagged = streamPromptRule(policy);
             const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
                 const report = await guard.moderate(messages, {policy});
-                return {result: streamResult(messages, report, promptFlagged), tokens: report.tokens};
+                const result = streamResult(messages, report, promptFlagged);
+                return {result, tokens: report.tokens, score: streamScore(result, report),
+                    ...(result.target === "response" ? {responseTokens: report.response!.tokens.map((token) => token.token)} : {})};
+            };
+            const tokenizer: JudgeTokenizer = {
+                tokenize: (segments) => tokenizeSegments(segments, guard._tokenize),
+                tokenBytes: (token) => guard._model.tokenBytes(token)
             };
             return new Judge("stream", concurrency, concurrency, judgeOne, () => guard.dispose(),
-                (error) => error instanceof Error && error.message.startsWith("The context is full"));
+                (error) => error instanceof Error && error.message.startsWith("The context is full"), tokenizer);
         }
 
         if (options.head != null)
@@ -134,9 +160,10 @@ export class Judge {
             parallel: concurrency, onWarning: options.onWarning});
         const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
             const verdict = await gen.moderate(messages, {mode, policy, longInput});
-            return {result: genResult(verdict), tokens: verdict.usage.promptTokens};
+            const result = genResult(verdict);
+            return {result, tokens: verdict.usage.promptTokens, score: genScore(result)};
         };
-        return new Judge("gen", concurrency, 2 * concurrency, judgeOne, () => gen.dispose(), () => false);
+        return new Judge("gen", concurrency, 2 * concurrency, judgeOne, () => gen.dispose(), () => false, null);
     }
 
     /**

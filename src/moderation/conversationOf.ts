@@ -2,7 +2,8 @@ import {validateMessages} from "../conversation/messages.js";
 import type {Message} from "../conversation/messages.js";
 
 /**
- * A conversation from parsed JSON: `[messages]`, `{"messages": [...]}`, or `{"prompt": string, "response"?: string}`.
+ * A conversation from parsed JSON: `[messages]`, `{"messages": [...]}`, `{"prompt": string, "response"?: string}`, or
+ * `{"message": [...]}` (the layout of the official Qwen3GuardTest records).
  * The conversation must have a user message (every verdict is about a user turn or the answer to one).
  * @throws TypeError saying what is wrong and what was expected
  * @example
@@ -27,6 +28,8 @@ function messagesOf(value: unknown): Message[] {
                 throw new TypeError(`Expected either "messages" or "prompt"/"response" but received both ("messages" and ${also.map((key) => `"${key}"`).join(", ")})`);
             return validateMessages(object.messages);
         }
+        if ("message" in object && !("prompt" in object) && !("response" in object))
+            return validateMessages(object.message, "message");
         if ("response" in object && !("prompt" in object))
             throw new TypeError('Expected "prompt" with "response" (the prompt it answers) but received "response" alone');
         if ("prompt" in object) {
@@ -39,7 +42,7 @@ function messagesOf(value: unknown): Message[] {
             return [{role: "user", content: object.prompt}, {role: "assistant", content: object.response}];
         }
     }
-    throw new TypeError(`Expected {"prompt": string, "response"?: string}, {"messages": [...]} or [messages] but received ${typeName(value)}`);
+    throw new TypeError(`Expected {"prompt": string, "response"?: string}, {"messages": [...]}, {"message": [...]} or [messages] but received ${typeName(value)}`);
 }
 
 function typeName(value: unknown): string {

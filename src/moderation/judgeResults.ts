@@ -50,3 +50,26 @@ export function streamResult(messages: Message[], report: StreamModerationReport
         throw new TypeError("The conversation has no user message");
     return streamPromptResult(report.prompt, promptFlagged);
 }
+
+/** P(Unsafe) + P(Controversial) of a verdict: the smallest threshold policy that flags it. */
+export function genScore(result: JudgeResult): number {
+    return Math.min(1, result.probs.Unsafe + result.probs.Controversial);
+}
+
+/**
+ * The smallest threshold policy that flags a Stream verdict: for a prompt, its P(Unsafe) + P(Controversial); for a
+ * response, the decision rule's (two consecutive tokens at or over the threshold): the largest, over consecutive
+ * pairs, of the pair's smaller P(Unsafe) + P(Controversial). 0 for a response of one token (the rule cannot fire).
+ */
+export function streamScore(result: JudgeResult, report: StreamModerationReport): number {
+    if (result.target === "prompt")
+        return genScore(result);
+    const tokens = report.response!.tokens;
+    let score = 0;
+    for (let i = 1; i < tokens.length; i++) {
+        const previous = tokens[i - 1].probs;
+        const current = tokens[i].probs;
+        score = Math.max(score, Math.min(previous.Unsafe + previous.Controversial, current.Unsafe + current.Controversial));
+    }
+    return Math.min(1, score);
+}

@@ -54,8 +54,8 @@ t.test("JSONL: every bad record is an error with its line, blank lines are skipp
         '6: Expected "system", "user" or "assistant" for "messages[0].role" but received "tool"',
         "7: The conversation has no user message",
         '8: Expected a string or a number for "id" but received object',
-        '9: Expected {"prompt": string, "response"?: string}, {"messages": [...]} or [messages] but received a string',
-        '11: Expected {"prompt": string, "response"?: string}, {"messages": [...]} or [messages] but received an object with keys ["id","text"]',
+        '9: Expected {"prompt": string, "response"?: string}, {"messages": [...]}, {"message": [...]} or [messages] but received a string',
+        '11: Expected {"prompt": string, "response"?: string}, {"messages": [...]}, {"message": [...]} or [messages] but received an object with keys ["id","text"]',
         "12: user:array form",
         '13: Expected either "messages" or "prompt"/"response" but received both ("messages" and "prompt")',
         '14: Expected "prompt" with "response" (the prompt it answers) but received "response" alone',
@@ -125,4 +125,19 @@ t.test("lines stream from a file without holding it: an oversized line is droppe
         lines.push({number: line.number, text: line.bytes?.toString() ?? null, size: line.size, terminated: line.terminated});
     t.same(lines, [{number: 1, text: "short", size: 5, terminated: true}, {number: 2, text: null, size: 1 << 20, terminated: true},
         {number: 3, text: "after", size: 5, terminated: true}]);
+});
+
+t.test("carried fields: JSON values and CSV cells beside the conversation, the official layout's message", async (t) => {
+    const carry = {fields: ["label", "unsafe_start_index", "message"], required: ["label"]};
+    const jsonl = await read([
+        '{"prompt": "p", "label": "Unsafe", "unsafe_start_index": 3, "other": 1}',
+        '{"message": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}], "label": "Safe"}',
+        '{"prompt": 5, "label": "Safe"}'
+    ].join("\n"), {format: "jsonl", carry});
+    t.same(jsonl.records.map((record) => record.carried), [{label: "Unsafe", unsafe_start_index: 3},
+        {message: [{role: "user", content: "u"}, {role: "assistant", content: "a"}], label: "Safe"}, {label: "Safe"}], "a bad record keeps its fields");
+    t.same(describe(jsonl.records), ["1: user:p", "2: user:u | assistant:a", '3: Expected a string for "prompt" but received number 5']);
+    const csv = await read("prompt,label,unsafe_start_index\np,Unsafe,3\nq,Safe,\n", {format: "csv", carry});
+    t.same(csv.records.map((record) => record.carried), [{label: "Unsafe", unsafe_start_index: "3"}, {label: "Safe"}], "an empty cell is absent");
+    await t.rejects(read("prompt,response\np,r\n", {format: "csv", carry}), new BatchInputError('The CSV header has no column "label" (it has "prompt", "response")'));
 });
