@@ -48,6 +48,11 @@ export {BatchInputError, readRecords, batchInputFormats} from "./batch/readRecor
 export type {BatchInputFormat, CsvColumns, InputRecord, ReadRecordsOptions} from "./batch/readRecords.js";
 export {BatchOutputError} from "./batch/batchOutput.js";
 export {mergeBatchOutputs} from "./batch/mergeOutputs.js";
+export {evaluateFile} from "./eval/evaluateFile.js";
+export type {EvaluateFileOptions, EvalReport, ModelEvaluation, Agreement} from "./eval/evaluateFile.js";
+export type {EvalTarget, LabelFields} from "./eval/evalLabels.js";
+export type {TargetMetrics, BinaryMetrics, SweepMetrics, SweepPoint, CategoryMetrics, TimelinessMetrics, TimelinessBin, Miss} from "./eval/EvalTally.js";
+export {evalReportHtml} from "./eval/evalReportHtml.js";
 export type {MergeSummary} from "./batch/mergeOutputs.js";
 export {createServer} from "./server/createServer.js";
 export type {CreateServerOptions} from "./server/createServer.js";

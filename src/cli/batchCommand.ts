@@ -1,10 +1,11 @@
 import {existsSync} from "node:fs";
 import type {Command} from "commander";
 import {BatchInputError, BatchOutputError, BatchRecordError, batchInputFormats, mergeBatchOutputs, moderateFile} from "../index.js";
-import type {BatchInputFormat, BatchProgress, BatchSummary} from "../index.js";
+import type {BatchInputFormat, BatchSummary} from "../index.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
 import {resolveModelFlag} from "./pullReporter.js";
+import {ProgressReporter, duration} from "./batchProgress.js";
 
 interface BatchCommandOptions {
     output: string,
@@ -29,7 +30,7 @@ interface BatchCommandOptions {
 }
 
 /** Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it. */
-const INTERRUPTED = 130;
+export const INTERRUPTED = 130;
 
 /** `qwenguard batch` and `qwenguard merge`: offline moderation of whole files, resumable, shardable. */
 export function registerBatchCommand(program: Command, setExitCode: (code: number) => void): void {
@@ -118,7 +119,7 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
 }
 
 /** Errors about the input or the output (not the program) exit like usage errors, with their message. */
-async function failAsUsage<T>(action: () => Promise<T>): Promise<T> {
+export async function failAsUsage<T>(action: () => Promise<T>): Promise<T> {
     try {
         return await action();
     } catch (error) {
@@ -136,44 +137,6 @@ function parseShard(shard: string | undefined): {index: number, count: number} |
     if (match == null || count < 1 || index < 1 || index > count)
         throw new UsageError(`Expected i/n with 1 ≤ i ≤ n for --shard (e.g. 1/4) but received ${JSON.stringify(shard)}`);
     return {index, count};
-}
-
-/** On a terminal: one line redrawn in place. Otherwise: a status line every 30 s, so logs stay readable. */
-class ProgressReporter {
-    private readonly tty = process.stderr.isTTY === true;
-    private lastDraw = 0;
-    private drawn = false;
-
-    update(state: BatchProgress): void {
-        const now = performance.now();
-        if (now - this.lastDraw < (this.tty ? 200 : 30_000))
-            return;
-        this.lastDraw = now;
-        const line = describeProgress(state, this.tty);
-        process.stderr.write(this.tty ? `\r\x1b[2K${line}` : `qwenguard: ${line}\n`);
-        this.drawn = this.tty;
-    }
-
-    finish(): void {
-        if (this.drawn)
-            process.stderr.write("\r\x1b[2K");
-        this.drawn = false;
-    }
-}
-
-function describeProgress(state: BatchProgress, bar: boolean): string {
-    const fraction = state.totalBytes != null && state.totalBytes > 0 ? Math.min(1, state.bytesRead / state.totalBytes) : null;
-    const {byLevel, errors, records} = state.counts;
-    const parts = [
-        fraction != null ? `${bar ? `[${"#".repeat(Math.round(fraction * 20)).padEnd(20, "-")}] ` : ""}${(fraction * 100).toFixed(1)}%` : null,
-        `${records} records`,
-        `${state.recordsPerSecond.toFixed(1)} rec/s`,
-        `${Math.round(state.tokensPerSecond)} tok/s`,
-        state.etaSeconds != null ? `ETA ${duration(state.etaSeconds)}` : null,
-        `Safe ${byLevel.Safe} Controversial ${byLevel.Controversial} Unsafe ${byLevel.Unsafe}`,
-        `errors ${errors}`
-    ];
-    return parts.filter((part) => part != null).join("  ");
 }
 
 function summaryTable(summary: BatchSummary): string {
@@ -197,10 +160,4 @@ function summaryTable(summary: BatchSummary): string {
 
 function share(n: number, of: number): string {
     return `${n}${of > 0 ? ` (${(100 * n / of).toFixed(1)}%)` : ""}`;
-}
-
-function duration(seconds: number): string {
-    const s = Math.round(seconds);
-    return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor(s % 3600 / 60)).padStart(2, "0")}m`
-        : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
 }

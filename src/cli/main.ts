@@ -8,6 +8,7 @@ import {registerStreamCommand} from "./streamCommand.js";
 import {registerCheckCommand} from "./checkCommand.js";
 import {registerBatchCommand} from "./batchCommand.js";
 import {registerServeCommand} from "./serveCommand.js";
+import {registerEvalCommand} from "./evalCommand.js";
 import {registerPullCommands} from "./pullCommand.js";
 import {printVersion} from "./versionCommand.js";
 
@@ -45,6 +46,7 @@ export async function main(args: string[]): Promise<number> {
     registerCheckCommand(program, setExitCode);
     registerBatchCommand(program, setExitCode);
     registerServeCommand(program, setExitCode);
+    registerEvalCommand(program, setExitCode);
 
     try {
         if (args.length === 0) {

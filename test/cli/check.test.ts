@@ -8,6 +8,8 @@ import t from "tap";
 import {ensureAddonBuilt, packageRoot} from "../../src/native/addonBuild.js";
 import {cachedConvertedFixture, cachedPlantedGen} from "../helpers/plantedGen.js";
 import {tempDir} from "../gguf/ggufTestKit.js";
+import {runCli} from "./cliTestKit.js";
+import type {CliRun} from "./cliTestKit.js";
 
 const cli = path.join(packageRoot, "bin", "qwenguard.js");
 // the child processes load the addon: build it once here rather than in each of them at once
@@ -15,25 +17,9 @@ await ensureAddonBuilt();
 const gen = await cachedPlantedGen();
 const stream = await cachedConvertedFixture("planted-stream", "q8_0");
 
-interface Run {
-    status: number | null,
-    stdout: string,
-    stderr: string
-}
-
-/** Runs the CLI with `input` on stdin. */
-function run(args: readonly string[], input: string | Buffer = ""): Promise<Run> {
-    return new Promise((resolve, reject) => {
-        // an empty model cache, offline: a run without -m says which model it needs
-        const child = spawn(process.execPath, [cli, ...args], {env: {...process.env, NO_COLOR: "1", QWENGUARD_MODELS: "/nonexistent/models", HF_HUB_OFFLINE: "1"}});
-        let stdout = "";
-        let stderr = "";
-        child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-        child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-        child.on("error", reject);
-        child.on("close", (status) => resolve({status, stdout, stderr}));
-        child.stdin.end(input);
-    });
+/** Runs the CLI with `input` on stdin; an empty model cache, offline: a run without -m says which model it needs. */
+function run(args: readonly string[], input: string | Buffer = ""): Promise<CliRun> {
+    return runCli(args, input, {QWENGUARD_MODELS: "/nonexistent/models", HF_HUB_OFFLINE: "1"});
 }
 
 /** `check` with the planted Gen model, single-threaded. */
