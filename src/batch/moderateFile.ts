@@ -40,7 +40,30 @@ export interface ModerateFileOptions extends JudgeOptions {
     /** Called after each record is written, and at the end. */
     onProgress?: (progress: BatchProgress) => void,
     /** @internal Per-record hooks: more fields read, the conversation chosen, more fields written (what `evaluateFile` adds). */
-    annotate?: RecordAnnotator
+    annotate?: RecordAnnotator,
+    /** @internal Judges the records instead of a local Judge (a queue of workers: see moderateFileOnQueue); freed at the end. */
+    recordJudge?: RecordJudge
+}
+
+/** @internal What judges a run's records: a local {@link Judge}, or workers behind a queue. */
+export interface RecordJudge {
+    /** Records worth having in flight. */
+    readonly inFlight: number,
+    /** Judges one record's conversation; a record's own failure is its `error`, anything else rejects. */
+    judgeRecord(record: InputRecord, messages: Message[]): Promise<ItemOutcome>,
+    /** No more records come (the input ended, the limit was reached, or the run stops): judge what is held back. */
+    flush(): void,
+    dispose(): Promise<void>
+}
+
+/** The local judge as a RecordJudge. */
+function localRecordJudge(judge: Judge): RecordJudge {
+    return {
+        inFlight: judge.inFlight,
+        judgeRecord: (_record, messages) => judgeItem(judge, () => messages),
+        flush: () => {},
+        dispose: () => judge.dispose()
+    };
 }
 
 /** Hooks that extend each record of a run (see `evaluateFile`). */
@@ -178,7 +201,10 @@ export async function moderateFile(input: string, output: string, options: Moder
                 "rerun with the same settings to resume, or pass --overwrite to start again");
     }
     const totalBytes = statSync(input).size;
-    const judge = await Judge.open({...options, model});
+    if (options.recordJudge != null && annotate != null)
+        throw new TypeError("An evaluation runs on a local judge, not on a queue");
+    const localJudge = options.recordJudge == null ? await Judge.open({...options, model}) : null;
+    const judge = options.recordJudge ?? localRecordJudge(localJudge!);
     let errs = -1;
     let out = -1;
     const write = (fd: number, text: string) => writeAll(fd, text);
@@ -247,6 +273,7 @@ export async function moderateFile(input: string, output: string, options: Moder
                     continue;
                 if (selected >= limit) {
                     limitReached = true;
+                    judge.flush();
                     return;
                 }
                 selected++;
@@ -258,6 +285,7 @@ export async function moderateFile(input: string, output: string, options: Moder
                 }
             }
             inputDone = true;
+            judge.flush();
         }
         type Judged = ItemOutcome & {record: InputRecord, extra?: Record<string, unknown> | null};
         const records = mapInOrder(todo(), judge.inFlight, async (record): Promise<Judged> => {
@@ -266,9 +294,10 @@ export async function moderateFile(input: string, output: string, options: Moder
             const prepared = annotate != null ? annotate.prepare(record) : {messages: record.messages!};
             if ("error" in prepared)
                 return {record, error: prepared.error, tokens: 0};
-            const outcome = await judgeItem(judge, () => prepared.messages);
-            return {record, ...outcome, extra: annotate != null && outcome.result != null ? annotate.fields(record, outcome, judge) : null};
+            const outcome = await judge.judgeRecord(record, prepared.messages);
+            return {record, ...outcome, extra: annotate != null && outcome.result != null ? annotate.fields(record, outcome, localJudge!) : null};
         }, options.signal);
+        options.signal?.addEventListener("abort", () => judge.flush(), {once: true}); // records held back are judged and written
 
         for await (const {record, result, error, tokens: used, extra} of records) {
             if (error != null && options.strict === true)

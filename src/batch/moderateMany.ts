@@ -3,7 +3,7 @@ import type {Message} from "../conversation/messages.js";
 import {MalformedAnswerError} from "../gen/parseGenAnswer.js";
 import {conversationOf} from "../moderation/conversationOf.js";
 import {Judge} from "../moderation/Judge.js";
-import type {JudgeOptions, JudgeResult} from "../moderation/Judge.js";
+import type {JudgeOptions, JudgeResult, JudgeSettings} from "../moderation/Judge.js";
 import {mapInOrder} from "../moderation/mapInOrder.js";
 
 /** One item to judge: a conversation, or a prompt with an optional response; `id` is carried to the result. */
@@ -44,9 +44,9 @@ export interface ItemOutcome {
  * Judges one conversation (built by `conversation`, whose TypeError counts as the item's too); an item error
  * ({@link isItemError}) becomes `error`, any other failure is thrown.
  */
-export async function judgeItem(judge: Judge, conversation: () => Message[]): Promise<ItemOutcome> {
+export async function judgeItem(judge: Judge, conversation: () => Message[], settings?: JudgeSettings): Promise<ItemOutcome> {
     try {
-        return await judge.judge(conversation());
+        return await judge.judge(conversation(), settings);
     } catch (error) {
         if (!isItemError(error))
             throw error;

@@ -60,6 +60,13 @@ export interface JudgeResult {
     windows?: GenWindows
 }
 
+/** Settings of one call that override the judge's own (a queue worker serves runs of several settings); checked by the caller. */
+export interface JudgeSettings {
+    policy?: GenPolicyOption,
+    mode?: GenMode,
+    longInput?: "error" | "windows"
+}
+
 /** A judge and what one verdict cost (for throughput figures). */
 export interface JudgeOutcome {
     result: JudgeResult,
@@ -103,7 +110,7 @@ export class Judge {
          * sequences each, so twice `concurrency` keeps both busy; Stream sessions take either.
          */
         readonly inFlight: number,
-        private readonly judgeOne: (messages: Message[]) => Promise<JudgeOutcome>,
+        private readonly judgeOne: (messages: Message[], settings: JudgeSettings) => Promise<JudgeOutcome>,
         private readonly disposeModel: () => Promise<void>,
         /** Whether an error means "the shared context is full right now" (Stream: worth retrying alone). */
         private readonly isCapacityError: (error: unknown) => boolean,
@@ -138,9 +145,9 @@ export class Judge {
             const guard = await StreamGuard.load({model: options.model, head: options.head, threads: options.threads, gpu: options.gpu,
                 contextSize: options.contextSize, maxSessions: Math.max(8, concurrency)});
             const promptFlagged = streamPromptRule(policy);
-            const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
-                const report = await guard.moderate(messages, {policy});
-                const result = streamResult(messages, report, promptFlagged);
+            const judgeOne = async (messages: Message[], settings: JudgeSettings): Promise<JudgeOutcome> => {
+                const report = await guard.moderate(messages, {policy: settings.policy ?? policy});
+                const result = streamResult(messages, report, settings.policy != null ? streamPromptRule(settings.policy) : promptFlagged);
                 return {result, tokens: report.tokens, score: streamScore(result, report),
                     ...(result.target === "response" ? {responseTokens: report.response!.tokens.map((token) => token.token)} : {})};
             };
@@ -158,8 +165,8 @@ export class Judge {
         const longInput = oneOfOption("longInput", options.longInput ?? "error", ["error", "windows"]);
         const gen = await GenGuard.load({model: options.model, threads: options.threads, contextSize: options.contextSize, gpu: options.gpu,
             parallel: concurrency, onWarning: options.onWarning});
-        const judgeOne = async (messages: Message[]): Promise<JudgeOutcome> => {
-            const verdict = await gen.moderate(messages, {mode, policy, longInput});
+        const judgeOne = async (messages: Message[], settings: JudgeSettings): Promise<JudgeOutcome> => {
+            const verdict = await gen.moderate(messages, {mode: settings.mode ?? mode, policy: settings.policy ?? policy, longInput: settings.longInput ?? longInput});
             const result = genResult(verdict);
             return {result, tokens: verdict.usage.promptTokens, score: genScore(result)};
         };
@@ -168,15 +175,16 @@ export class Judge {
 
     /**
      * Judges one conversation. Calls may overlap (up to `concurrency` make sense). A Stream conversation that finds
-     * the shared context full because of the others waits for them and runs alone.
+     * the shared context full because of the others waits for them and runs alone. `settings` override the judge's
+     * policy, mode and long-input handling for this call (Gen's mode and long input; Stream's policy).
      * @throws TypeError for a bad conversation; Error when it does not fit the context on its own
      */
-    async judge(messages: Message[]): Promise<JudgeOutcome> {
+    async judge(messages: Message[], settings: JudgeSettings = {}): Promise<JudgeOutcome> {
         while (this.exclusive != null)
             await this.exclusive;
         this.running++;
         try {
-            return await this.judgeOne(messages);
+            return await this.judgeOne(messages, settings);
         } catch (error) {
             if (!this.isCapacityError(error))
                 throw error;
@@ -185,7 +193,7 @@ export class Judge {
             if (this.running === 0)
                 this.drained?.();
         }
-        return this.judgeAlone(messages);
+        return this.judgeAlone(messages, settings);
     }
 
     /** Frees the model. */
@@ -193,7 +201,7 @@ export class Judge {
         return this.disposeModel();
     }
 
-    private async judgeAlone(messages: Message[]): Promise<JudgeOutcome> {
+    private async judgeAlone(messages: Message[], settings: JudgeSettings): Promise<JudgeOutcome> {
         while (this.exclusive != null)
             await this.exclusive;
         let release!: () => void;
@@ -202,7 +210,7 @@ export class Judge {
             if (this.running > 0)
                 await new Promise<void>((resolve) => this.drained = resolve);
             this.drained = null;
-            return await this.judgeOne(messages);
+            return await this.judgeOne(messages, settings);
         } finally {
             this.exclusive = null;
             release();
