@@ -48,6 +48,10 @@ export {BatchInputError, readRecords, batchInputFormats} from "./batch/readRecor
 export type {BatchInputFormat, CsvColumns, InputRecord, ReadRecordsOptions} from "./batch/readRecords.js";
 export {BatchOutputError} from "./batch/batchOutput.js";
 export {mergeBatchOutputs} from "./batch/mergeOutputs.js";
+export {moderateFileOnQueue} from "./queue/moderateFileOnQueue.js";
+export type {QueueBatchOptions} from "./queue/moderateFileOnQueue.js";
+export {startQueueWorker} from "./queue/runWorker.js";
+export type {QueueWorker, QueueWorkerOptions} from "./queue/runWorker.js";
 export {evaluateFile} from "./eval/evaluateFile.js";
 export type {EvaluateFileOptions, EvalReport, ModelEvaluation, Agreement} from "./eval/evaluateFile.js";
 export type {EvalTarget, LabelFields} from "./eval/evalLabels.js";

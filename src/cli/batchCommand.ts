@@ -1,7 +1,7 @@
 import {existsSync} from "node:fs";
 import type {Command} from "commander";
-import {BatchInputError, BatchOutputError, BatchRecordError, batchInputFormats, mergeBatchOutputs, moderateFile} from "../index.js";
-import type {BatchInputFormat, BatchSummary} from "../index.js";
+import {BatchInputError, BatchOutputError, BatchRecordError, batchInputFormats, mergeBatchOutputs, moderateFile, moderateFileOnQueue} from "../index.js";
+import type {BatchInputFormat, BatchProgress, BatchSummary} from "../index.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
 import {resolveModelFlag} from "./pullReporter.js";
@@ -26,7 +26,9 @@ interface BatchCommandOptions {
     responseColumn?: string,
     threads?: string,
     contextSize?: string,
-    json?: boolean
+    json?: boolean,
+    queue?: string,
+    chunkSize?: string
 }
 
 /** Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it. */
@@ -57,6 +59,8 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
         .option("-t, --threads <n>", "CPU threads")
         .option("--context-size <n>", "Gen: tokens per request; Stream: KV cells shared by the sessions")
         .option("--json", "print the summary as JSON instead of a table")
+        .option("--queue <url>", "judge on `qwenguard worker` processes through BullMQ on Redis (redis://HOST:PORT[/DB]) instead of here")
+        .option("--chunk-size <n>", "--queue: records per job (default 64)")
         .action(async (input: string, options: BatchCommandOptions) => setExitCode(await runBatch(input, options)));
 
     program.command("merge")
@@ -98,16 +102,20 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
     process.on("SIGTERM", onInterrupt);
     const progress = new ProgressReporter();
     try {
-        const summary = await failAsUsage(() => moderateFile(input, options.output, {
+        const common = {
             model, head: options.head, format: options.format as BatchInputFormat | undefined,
             columns: Object.fromEntries(given), policy: parsePolicy(options.policy), mode: parseMode(options.mode),
             ...(options.windows === true ? {longInput: "windows" as const} : {}),
-            concurrency: integerFlag("--concurrency", options.concurrency), threads: integerFlag("--threads", options.threads),
-            contextSize: integerFlag("--context-size", options.contextSize), shard, limit: integerFlag("--limit", options.limit),
+            shard, limit: integerFlag("--limit", options.limit),
             strict: options.strict === true, errors: options.errors, overwrite: options.overwrite === true,
-            signal: controller.signal, onProgress: (state) => progress.update(state),
-            onWarning: (message) => void process.stderr.write(`qwenguard: warning: ${message}\n`)
-        }));
+            signal: controller.signal, onProgress: (state: BatchProgress) => progress.update(state),
+            onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)
+        };
+        const summary = await failAsUsage(() => options.queue != null
+            ? moderateFileOnQueue(input, options.output, {...common, queue: options.queue, chunkSize: integerFlag("--chunk-size", options.chunkSize)})
+            : moderateFile(input, options.output, {...common,
+                concurrency: integerFlag("--concurrency", options.concurrency), threads: integerFlag("--threads", options.threads),
+                contextSize: integerFlag("--context-size", options.contextSize)}));
         progress.finish();
         process.stdout.write(options.json ? JSON.stringify(summary) + "\n" : summaryTable(summary));
         return summary.interrupted ? INTERRUPTED : 0;

@@ -9,6 +9,7 @@ import {registerCheckCommand} from "./checkCommand.js";
 import {registerBatchCommand} from "./batchCommand.js";
 import {registerServeCommand} from "./serveCommand.js";
 import {registerEvalCommand} from "./evalCommand.js";
+import {registerWorkerCommand} from "./workerCommand.js";
 import {registerPullCommands} from "./pullCommand.js";
 import {printVersion} from "./versionCommand.js";
 
@@ -47,6 +48,7 @@ export async function main(args: string[]): Promise<number> {
     registerBatchCommand(program, setExitCode);
     registerServeCommand(program, setExitCode);
     registerEvalCommand(program, setExitCode);
+    registerWorkerCommand(program);
 
     try {
         if (args.length === 0) {

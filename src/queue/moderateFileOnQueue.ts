@@ -1,0 +1,60 @@
+import {createHash} from "node:crypto";
+import path from "node:path";
+import {moderateFile} from "../batch/moderateFile.js";
+import type {BatchSummary, ModerateFileOptions} from "../batch/moderateFile.js";
+import {resolveModel} from "../hub/resolveModel.js";
+import {integerOption, stringOption} from "../options.js";
+import {QueueJudge} from "./QueueJudge.js";
+import {modelKey, parseQueueUrl, queueName} from "./queueConnection.js";
+
+export interface QueueBatchOptions extends Omit<ModerateFileOptions, "concurrency" | "threads" | "contextSize" | "gpu"> {
+    /** `redis://HOST:PORT[/DB]`. */
+    queue: string,
+    /** Records per job; default 64. */
+    chunkSize?: number,
+    /** Chunks submitted and not yet written; default 8 (raise it for many workers). */
+    chunksInFlight?: number,
+    /** Tries of a chunk before its records become error lines; default 3. */
+    attempts?: number,
+    /** How long to wait for Redis at the start; default 10 s. */
+    connectTimeoutMs?: number
+}
+
+/**
+ * `moderateFile` with the judging done by `qwenguard worker` processes on any machines: the records go to the
+ * model's BullMQ queue in chunks and the verdicts are written as they come back, in input order, with the same
+ * output, errors file, checkpoint and resume as a local batch. Rerunning the same command after a crash collects the
+ * chunks already judged instead of judging them again.
+ * @throws TypeError for bad options or a bad queue URL; Error when Redis cannot be reached; the errors of moderateFile
+ * @example
+ * await moderateFileOnQueue("chats.jsonl", "verdicts.jsonl", {model: "gen-0.6b", queue: "redis://10.0.0.5:6379"});
+ */
+export async function moderateFileOnQueue(input: string, output: string, options: QueueBatchOptions): Promise<BatchSummary> {
+    if (options == null || typeof options !== "object")
+        throw new TypeError("Expected an options object {model, queue, …}");
+    const target = parseQueueUrl(stringOption("queue", options.queue));
+    const chunkSize = integerOption("chunkSize", options.chunkSize ?? 64, 1, 10_000);
+    const chunksInFlight = integerOption("chunksInFlight", options.chunksInFlight ?? 8, 1, 10_000);
+    const attempts = integerOption("attempts", options.attempts ?? 3, 1, 100);
+    if (options.annotate != null)
+        throw new TypeError("An evaluation runs on a local judge, not on a queue");
+    const model = path.resolve((await resolveModel(stringOption("model", options.model))).path);
+    const key = modelKey(model);
+    const settings = {policy: options.policy, mode: options.mode, longInput: options.longInput};
+    // what makes two runs the same run: the job ids derive from it, so a rerun finds its chunks
+    const runId = createHash("sha256").update(JSON.stringify({
+        input: path.resolve(input), output: path.resolve(output), key, settings, format: options.format ?? null,
+        columns: options.columns ?? null, shard: options.shard ?? null, chunkSize
+    })).digest("hex").slice(0, 16);
+    const recordJudge = await QueueJudge.open({target, queue: queueName(key), runId, settings, chunkSize, chunksInFlight, attempts,
+        connectTimeoutMs: options.connectTimeoutMs});
+    try {
+        if (await recordJudge.workerCount() === 0)
+            (options.onWarning ?? ((message: string) => process.emitWarning(message)))(
+                `No worker serves ${path.basename(model)} on ${target.display} yet (queue ${queueName(key)}): the chunks wait until one starts ` +
+                `(qwenguard worker --queue ${target.display} -m ${path.basename(model)})`);
+        return await moderateFile(input, output, {...options, model, recordJudge});
+    } finally {
+        await recordJudge.dispose(); // also when moderateFile refused the run before it began
+    }
+}
