@@ -5,7 +5,7 @@ import type {BatchInputFormat, BatchProgress, BatchSummary} from "../index.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
 import {resolveModelFlag} from "./pullReporter.js";
-import {ProgressReporter, duration} from "./batchProgress.js";
+import {INTERRUPTED, ProgressReporter, abortOnInterrupt, duration} from "./batchProgress.js";
 
 interface BatchCommandOptions {
     output: string,
@@ -31,8 +31,6 @@ interface BatchCommandOptions {
     chunkSize?: string
 }
 
-/** Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it. */
-export const INTERRUPTED = 130;
 
 /** `qwenguard batch` and `qwenguard merge`: offline moderation of whole files, resumable, shardable. */
 export function registerBatchCommand(program: Command, setExitCode: (code: number) => void): void {
@@ -90,16 +88,7 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
     const model = await resolveModelFlag(options.model);
 
     const controller = new AbortController();
-    let interrupts = 0;
-    const onInterrupt = () => {
-        interrupts++;
-        if (interrupts > 1)
-            process.exit(INTERRUPTED); // every line written so far is whole: the next run resumes after it
-        process.stderr.write("\nqwenguard: stopping after the records in flight (Ctrl-C again to quit now); rerun the same command to resume\n");
-        controller.abort();
-    };
-    process.on("SIGINT", onInterrupt);
-    process.on("SIGTERM", onInterrupt);
+    const removeHandlers = abortOnInterrupt(controller);
     const progress = new ProgressReporter();
     try {
         const common = {
@@ -121,8 +110,7 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
         return summary.interrupted ? INTERRUPTED : 0;
     } finally {
         progress.finish();
-        process.off("SIGINT", onInterrupt);
-        process.off("SIGTERM", onInterrupt);
+        removeHandlers();
     }
 }
 

@@ -1,5 +1,30 @@
 import type {BatchProgress} from "../index.js";
 
+/** Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it. */
+export const INTERRUPTED = 130;
+
+/**
+ * Ctrl-C or SIGTERM aborts `controller` (the records in flight finish and are written); a second one exits at once
+ * (every line written so far is whole: the next run resumes after it).
+ * @returns the function that removes the handlers
+ */
+export function abortOnInterrupt(controller: AbortController): () => void {
+    let interrupts = 0;
+    const onInterrupt = () => {
+        interrupts++;
+        if (interrupts > 1)
+            process.exit(INTERRUPTED);
+        process.stderr.write("\nqwenguard: stopping after the records in flight (Ctrl-C again to quit now); rerun the same command to resume\n");
+        controller.abort();
+    };
+    process.on("SIGINT", onInterrupt);
+    process.on("SIGTERM", onInterrupt);
+    return () => {
+        process.off("SIGINT", onInterrupt);
+        process.off("SIGTERM", onInterrupt);
+    };
+}
+
 /** On a terminal: one line redrawn in place. Otherwise: a status line every 30 s, so logs stay readable. */
 export class ProgressReporter {
     private readonly tty = process.stderr.isTTY === true;

@@ -3,9 +3,9 @@ import type {Command} from "commander";
 import {evalReportHtml, evaluateFile} from "../index.js";
 import type {BinaryMetrics, EvalReport, EvalTarget, TargetMetrics} from "../index.js";
 import {UsageError} from "./UsageError.js";
-import {INTERRUPTED, failAsUsage} from "./batchCommand.js";
-import {ProgressReporter, duration} from "./batchProgress.js";
-import {integerFlag, parseMode, parsePolicy} from "./flags.js";
+import {failAsUsage} from "./batchCommand.js";
+import {INTERRUPTED, ProgressReporter, abortOnInterrupt, duration} from "./batchProgress.js";
+import {integerFlag, parseMode, parsePolicy, probabilityFlag} from "./flags.js";
 import {paint} from "./paint.js";
 import {resolveModelFlag} from "./pullReporter.js";
 
@@ -94,16 +94,7 @@ async function runEval(input: string, options: EvalCommandOptions): Promise<numb
         models.push(await resolveModelFlag(model));
 
     const controller = new AbortController();
-    let interrupts = 0;
-    const onInterrupt = () => {
-        interrupts++;
-        if (interrupts > 1)
-            process.exit(INTERRUPTED);
-        process.stderr.write("\nqwenguard: stopping after the records in flight (Ctrl-C again to quit now); rerun the same command to resume\n");
-        controller.abort();
-    };
-    process.on("SIGINT", onInterrupt);
-    process.on("SIGTERM", onInterrupt);
+    const removeHandlers = abortOnInterrupt(controller);
     const reporters = models.map((_, index) => new ProgressReporter(models.length > 1 ? `model ${index + 1}/${models.length}: ` : ""));
     try {
         const report = await failAsUsage(() => evaluateFile(input, {
@@ -132,18 +123,8 @@ async function runEval(input: string, options: EvalCommandOptions): Promise<numb
     } finally {
         for (const reporter of reporters)
             reporter.finish();
-        process.off("SIGINT", onInterrupt);
-        process.off("SIGTERM", onInterrupt);
+        removeHandlers();
     }
-}
-
-function probabilityFlag(flag: string, value: string | undefined): number | undefined {
-    if (value == null)
-        return undefined;
-    const number = Number(value);
-    if (!/^(?:\d+\.?\d*|\.\d+)$/.test(value) || !(number > 0 && number <= 1))
-        throw new UsageError(`Expected a number in (0, 1] for ${flag} but received ${JSON.stringify(value)}`);
-    return number;
 }
 
 function countFlag(flag: string, value: string | undefined, max: number): number | undefined {

@@ -3,6 +3,8 @@ import {existsSync, mkdirSync, writeFileSync} from "node:fs";
 import path from "node:path";
 import {formatOf, moderateFile} from "../batch/moderateFile.js";
 import type {BatchProgress, BatchSummary, ModerateFileOptions, RecordAnnotator} from "../batch/moderateFile.js";
+import {parseOutputLine} from "../batch/batchOutput.js";
+import type {OutputLine} from "../batch/batchOutput.js";
 import {readLines} from "../batch/readLines.js";
 import {DEFAULT_MAX_RECORD_BYTES, readRecords} from "../batch/readRecords.js";
 import type {BatchInputFormat, CsvColumns, InputRecord} from "../batch/readRecords.js";
@@ -271,8 +273,8 @@ function evalAnnotator(target: EvalTarget, fields: Required<LabelFields>): Recor
 /** Whether a predictions file holds Gen or Stream verdicts (a resumed run that judged nothing new). */
 async function kindOfPredictions(file: string): Promise<"gen" | "stream"> {
     for await (const raw of readLines(file, Number.MAX_SAFE_INTEGER)) {
-        const value = safeParse(raw.bytes?.toString("utf8") ?? "");
-        if (value?.model === "stream" || value?.model === "gen")
+        const value = parseOutputLine(raw.bytes?.toString("utf8") ?? "") as OutputLine & {model?: unknown} | string;
+        if (typeof value !== "string" && (value.model === "stream" || value.model === "gen"))
             return value.model;
     }
     return "gen";
@@ -337,11 +339,11 @@ async function* predictionLines(file: string, limit: number): AsyncGenerator<Eva
     for await (const raw of readLines(file, Number.MAX_SAFE_INTEGER)) {
         if (count >= limit)
             return;
-        const line = safeParse(raw.bytes?.toString("utf8") ?? "") as (EvalLine & {error?: string}) | null;
-        if (line == null || typeof line.line !== "number")
+        const line = parseOutputLine(raw.bytes?.toString("utf8") ?? "");
+        if (typeof line === "string")
             continue; // a torn last line (a run killed while writing it): the next run redoes it
         count++;
-        yield line;
+        yield line as unknown as EvalLine & {error?: string};
     }
 }
 
@@ -399,15 +401,6 @@ function policySuffix(policy: GenPolicyOption): string {
     if (policy === "strict")
         return "";
     return typeof policy === "string" ? `.${policy}` : `.p${policy.minProb}${policy.controversial === false ? "-unsafe-only" : ""}`;
-}
-
-function safeParse(text: string): Record<string, unknown> & Partial<EvalLine> | null {
-    try {
-        const value = JSON.parse(text) as unknown;
-        return value != null && typeof value === "object" && !Array.isArray(value) ? value as Record<string, unknown> : null;
-    } catch {
-        return null;
-    }
 }
 
 function definedOf<T extends object>(object: T): Partial<T> {
