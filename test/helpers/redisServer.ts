@@ -63,11 +63,12 @@ export async function startRedis(t: Test): Promise<RedisServer> {
             running.kill("SIGTERM");
         });
     };
-    await start();
+    // before the start: a server that fails to become ready is stopped too
     t.teardown(async () => {
         await stop();
         await rm(dir, {recursive: true, force: true});
     });
+    await start();
     return {url: `redis://127.0.0.1:${port}`, port, restart: async () => {
         await stop();
         await start();
