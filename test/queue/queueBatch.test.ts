@@ -43,6 +43,7 @@ t.test("bad queue URLs: what is refused and the exact message", async (t) => {
 function worker(url: string): {child: ChildProcess, log: () => string, ready: Promise<void>} {
     const child = spawn(process.execPath, [cli, "worker", "--queue", url, "-m", gen, "-t", "1", "--context-size", "1024",
         "--lock-duration", "2000", "--stalled-interval", "1000"], {stdio: ["ignore", "ignore", "pipe"]});
+    children.add(child);
     let log = "";
     const ready = new Promise<void>((resolve, reject) => {
         child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
@@ -55,11 +56,16 @@ function worker(url: string): {child: ChildProcess, log: () => string, ready: Pr
     return {child, log: () => log, ready};
 }
 
+/** Every child this file starts: killed when the file's tests end, whatever happened to them. */
+const children = new Set<ChildProcess>();
+t.teardown(() => children.forEach((child) => child.kill("SIGKILL")));
+
 /** Runs the coordinator; `during` may act on it while it runs. */
 function coordinator(url: string, output: string, during?: (child: ChildProcess) => void): Promise<{status: number | null, signal: NodeJS.Signals | null, stderr: string}> {
     return new Promise((resolve, reject) => {
         const child = spawn(process.execPath, [cli, "batch", input, "-o", output, "-m", gen, "--queue", url, "--chunk-size", "16", "--json"],
             {stdio: ["ignore", "pipe", "pipe"]});
+        children.add(child);
         let stderr = "";
         child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
         child.on("error", reject);
