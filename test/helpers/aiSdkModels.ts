@@ -30,9 +30,11 @@ export function textParts(deltas: readonly string[], finish: "stop" | "length" =
 
 /**
  * A model that answers with scripted parts: `stream` one every `delayMs` (a part that is an Error makes the stream
- * fail there), `generate` as its content.
+ * fail there), `generate` as its content. With `holdOpen` the timed stream stays open after its parts until it is
+ * cancelled, as a server's does while it is still generating (so a test of the cancel does not race its close).
  */
-export function scriptedModel(script: {stream?: ReadonlyArray<LanguageModelV4StreamPart | Error>, generate?: LanguageModelV4Content[], delayMs?: number}):
+export function scriptedModel(script: {stream?: ReadonlyArray<LanguageModelV4StreamPart | Error>, generate?: LanguageModelV4Content[], delayMs?: number,
+    holdOpen?: boolean}):
     LanguageModelV4 & {log: ModelLog} {
     const log: ModelLog = {calls: [], cancelled: 0, aborted: 0};
     const watch = (options: LanguageModelV4CallOptions) => {
@@ -58,7 +60,8 @@ export function scriptedModel(script: {stream?: ReadonlyArray<LanguageModelV4Str
                         if (script.delayMs == null)
                             return;
                         parts.forEach((part, index) => timers.push(setTimeout(() => emit(controller, part), (index + 1) * script.delayMs!)));
-                        timers.push(setTimeout(() => controller.close(), (parts.length + 1) * script.delayMs));
+                        if (script.holdOpen !== true)
+                            timers.push(setTimeout(() => controller.close(), (parts.length + 1) * script.delayMs));
                     },
                     pull(controller) {
                         if (script.delayMs != null)

@@ -90,7 +90,8 @@ t.test("a safe streamed answer passes through part for part, with the verdicts i
 
 t.test("an unsafe span split across deltas: the text before it goes out, then a content-filter finish; the upstream is aborted", async (t) => {
     const guard = await stream();
-    const run = await streamed({guard}, {stream: [...textParts(SPLIT_UNSAFE).slice(0, 6), ...textParts(["never sent"]).slice(3)], delayMs: 5});
+    // the upstream is still generating when the cut comes (held open), however slowly the guard judges
+    const run = await streamed({guard}, {stream: [...textParts(SPLIT_UNSAFE).slice(0, 6), ...textParts([" and never sent"]).slice(3, 4)], delayMs: 5, holdOpen: true});
     t.equal(run.text, "Sure, here is how:", "cut where the unsafe span starts, inside the second delta");
     t.equal(run.finishReason, "content-filter");
     t.match(run.metadata, {flagged: true, prompt: {level: "Safe"}, response: {level: "Unsafe", flagged: true, stoppedAt: {offset: 18}}});
