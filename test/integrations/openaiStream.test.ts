@@ -17,10 +17,10 @@ function answerChunks(deltas: readonly string[]): object[] {
 }
 
 /** A scripted upstream that answers every request with these chunks (one per `delayMs`), or as `script` says. */
-async function upstreamOf(t: Test, chunks: readonly object[], options: {delayMs?: number, breakAfter?: number} = {}): Promise<{upstream: ScriptedUpstream, client: OpenAI}> {
+async function upstreamOf(t: Test, chunks: readonly object[], options: {delayMs?: number, breakAfter?: number, holdOpen?: boolean} = {}): Promise<{upstream: ScriptedUpstream, client: OpenAI}> {
     const upstream = await startScriptedUpstream(t, async (_request, response) => {
         if (options.breakAfter == null)
-            return writeSse(response, chunks, {delayMs: options.delayMs ?? 2});
+            return writeSse(response, chunks, {delayMs: options.delayMs ?? 2, holdOpen: options.holdOpen});
         response.writeHead(200, {"content-type": "text/event-stream"});
         for (const chunk of chunks.slice(0, options.breakAfter))
             response.write(`data: ${JSON.stringify(chunk)}\n\n`);
@@ -80,7 +80,8 @@ t.test("the openai client's stream: a safe answer passes through chunk for chunk
 
 t.test("an unsafe span split across deltas: the text before it, then a content_filter chunk; the request is aborted", async (t) => {
     const guard = await stream();
-    const {upstream, client} = await upstreamOf(t, answerChunks([...SPLIT_UNSAFE, ...SAFE, ...SAFE]), {delayMs: 10});
+    // (held open: still generating when the cut comes, however slowly the guard judges)
+    const {upstream, client} = await upstreamOf(t, answerChunks([...SPLIT_UNSAFE, ...SAFE, ...SAFE]).slice(0, -1), {delayMs: 10, holdOpen: true});
     const run = await guarded(client, guard);
     t.equal(run.text, "Sure, here is how:");
     t.equal(run.last?.choices[0].finish_reason, "content_filter");
@@ -118,7 +119,7 @@ t.test("an upstream connection dropped mid-answer: the text received is judged t
 
 t.test("a consumer that stops reading aborts the request and frees the session", async (t) => {
     const guard = await stream();
-    const {upstream, client} = await upstreamOf(t, answerChunks([...SAFE, ...SAFE, ...SAFE]), {delayMs: 10});
+    const {upstream, client} = await upstreamOf(t, answerChunks([...SAFE, ...SAFE, ...SAFE]).slice(0, -1), {delayMs: 10, holdOpen: true});
     const source = await client.chat.completions.create({model: "upstream-model", messages: MESSAGES, stream: true});
     let text = "";
     for await (const chunk of guardChatStream(source, {guard, messages: MESSAGES})) {

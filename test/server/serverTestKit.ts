@@ -185,8 +185,11 @@ export function contentChunk(content: string, index = 0, finishReason: string | 
         choices: [{index, delta: {content}, logprobs: null, finish_reason: finishReason}]};
 }
 
-/** Writes server-sent events for the chunks (one per `delayMs`), then `[DONE]` unless told not to. */
-export async function writeSse(response: http.ServerResponse, chunks: readonly object[], options: {delayMs?: number, done?: boolean} = {}): Promise<void> {
+/**
+ * Writes server-sent events for the chunks (one per `delayMs`), then `[DONE]` unless told not to. With `holdOpen` the
+ * answer is left open after them, as a server's that is still generating (until the client or the test closes it).
+ */
+export async function writeSse(response: http.ServerResponse, chunks: readonly object[], options: {delayMs?: number, done?: boolean, holdOpen?: boolean} = {}): Promise<void> {
     response.writeHead(200, {"content-type": "text/event-stream"});
     for (const chunk of chunks) {
         if (response.destroyed)
@@ -195,6 +198,8 @@ export async function writeSse(response: http.ServerResponse, chunks: readonly o
         if (options.delayMs != null)
             await new Promise((resolve) => setTimeout(resolve, options.delayMs));
     }
+    if (options.holdOpen === true)
+        return;
     if (options.done !== false)
         response.write("data: [DONE]\n\n");
     response.end();
