@@ -53,6 +53,8 @@ export interface RecordJudge {
     judgeRecord(record: InputRecord, messages: Message[]): Promise<ItemOutcome>,
     /** No more records come (the input ended, the limit was reached, or the run stops): judge what is held back. */
     flush(): void,
+    /** Every record up to input line `lastLine` is in the output, fsynced: what the judge kept for them may go. */
+    checkpointed?(lastLine: number): void,
     dispose(): Promise<void>
 }
 
@@ -257,6 +259,7 @@ export async function moderateFile(input: string, output: string, options: Moder
         writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete, lastLine,
             counts: tally.snapshot(), updated: new Date().toISOString()});
         lastCheckpoint = performance.now();
+        judge.checkpointed?.(lastLine);
     };
 
     try {

@@ -6,6 +6,7 @@ import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
 import {resolveModelFlag} from "./pullReporter.js";
 import {INTERRUPTED, ProgressReporter, abortOnInterrupt, duration} from "./batchProgress.js";
+import {showQueueStatus} from "./queueStatus.js";
 
 interface BatchCommandOptions {
     output: string,
@@ -28,7 +29,8 @@ interface BatchCommandOptions {
     contextSize?: string,
     json?: boolean,
     queue?: string,
-    chunkSize?: string
+    chunkSize?: string,
+    status?: boolean
 }
 
 
@@ -36,13 +38,13 @@ interface BatchCommandOptions {
 export function registerBatchCommand(program: Command, setExitCode: (code: number) => void): void {
     program.command("batch")
         .description("moderate a whole file into a JSONL output (one line per record, input order); rerun the same command to resume")
-        .argument("<input>", "JSONL ({\"id\"?, \"prompt\", \"response\"?} or {\"id\"?, \"messages\"}), CSV with a header, or text (one prompt per line)")
-        .requiredOption("-o, --output <file>", "the JSONL output; <output>.checkpoint.json beside it makes the run resumable")
+        .argument("[input]", "JSONL ({\"id\"?, \"prompt\", \"response\"?} or {\"id\"?, \"messages\"}), CSV with a header, or text (one prompt per line)")
+        .option("-o, --output <file>", "the JSONL output (required); <output>.checkpoint.json beside it makes the run resumable")
         .option("-m, --model <model>", "a model name (gen-0.6b, stream-0.6b, gen-4b:q4_k_m, hf:OWNER/REPO…: pulled into the cache on first use) " +
             "or a file: a Qwen3Guard-Gen GGUF or a Qwen3Guard-Stream backbone GGUF (detected from the file)", "gen-0.6b")
         .option("--head <file>", "Stream: the head GGUF (default: the one the backbone names, beside it)")
         .option("--format <format>", "jsonl, csv or txt (default: from the input's extension: .jsonl/.json/.ndjson, .csv, else txt)")
-        .option("-c, --concurrency <n>", "records judged at once, in parallel sequences", "1")
+        .option("-c, --concurrency <n>", "records judged at once, in parallel sequences (default 1)")
         .option("--policy <policy>", "strict (Controversial flags), loose (it does not), or a number: flag when P(Unsafe) + P(Controversial) reaches it", "strict")
         .option("--mode <mode>", "Gen: score (probabilities, the default) or generate (greedy answer, parsed)")
         .option("--windows", "Gen: judge a message over the context in overlapping windows (the worst wins) instead of failing")
@@ -59,7 +61,9 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
         .option("--json", "print the summary as JSON instead of a table")
         .option("--queue <url>", "judge on `qwenguard worker` processes through BullMQ on Redis (redis://HOST:PORT[/DB]) instead of here")
         .option("--chunk-size <n>", "--queue: records per job (default 64)")
-        .action(async (input: string, options: BatchCommandOptions) => setExitCode(await runBatch(input, options)));
+        .option("--status", "--queue: show the runs on that Redis (of INPUT, and -o OUTPUT, when given) and its workers, from any machine")
+        .action(async (input: string | undefined, options: BatchCommandOptions) =>
+            setExitCode(options.status === true ? await showQueueStatus(input, options) : await runBatch(input, options)));
 
     program.command("merge")
         .description("join the outputs of `batch --shard i/n` runs into one output in input order")
@@ -71,7 +75,20 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
         });
 }
 
-async function runBatch(input: string, options: BatchCommandOptions): Promise<number> {
+async function runBatch(input: string | undefined, options: BatchCommandOptions): Promise<number> {
+    if (input == null)
+        throw new UsageError("Expected the input file to moderate: qwenguard batch INPUT -o OUTPUT");
+    if (options.output == null)
+        throw new UsageError("Expected -o OUTPUT: the JSONL file the verdicts go to");
+    if (options.queue != null) {
+        const local = [["--concurrency", options.concurrency], ["--threads", options.threads], ["--context-size", options.contextSize]]
+            .filter(([, value]) => value != null).map(([flag]) => flag);
+        if (local.length > 0)
+            throw new UsageError(`${local.join(", ")} set${local.length === 1 ? "s" : ""} how this machine judges, and with --queue the workers judge: ` +
+                "pass it to qwenguard worker");
+    } else if (options.chunkSize != null)
+        throw new UsageError("--chunk-size applies to --queue runs");
+    const output = options.output;
     if (options.format != null && !(batchInputFormats as readonly string[]).includes(options.format))
         throw new UsageError(`Expected jsonl, csv or txt for --format but received ${JSON.stringify(options.format)}`);
     if (input === "-")
@@ -101,8 +118,8 @@ async function runBatch(input: string, options: BatchCommandOptions): Promise<nu
             onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)
         };
         const summary = await failAsUsage(() => options.queue != null
-            ? moderateFileOnQueue(input, options.output, {...common, queue: options.queue, chunkSize: integerFlag("--chunk-size", options.chunkSize)})
-            : moderateFile(input, options.output, {...common,
+            ? moderateFileOnQueue(input, output, {...common, queue: options.queue, chunkSize: integerFlag("--chunk-size", options.chunkSize)})
+            : moderateFile(input, output, {...common,
                 concurrency: integerFlag("--concurrency", options.concurrency), threads: integerFlag("--threads", options.threads),
                 contextSize: integerFlag("--context-size", options.contextSize)}));
         progress.finish();

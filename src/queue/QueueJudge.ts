@@ -18,6 +18,8 @@ export interface ChunkJobData {
     version: string,
     runId: string,
     chunk: number,
+    /** The run's guardKey: a worker whose model has another key refuses the job. */
+    modelKey: string,
     settings: JudgeSettings,
     records: Array<{line: number, messages: Message[]}>
 }
@@ -31,6 +33,8 @@ export interface QueueJudgeOptions {
     target: QueueTarget,
     /** The model's queue (see queueName). */
     queue: string,
+    /** The model's guardKey. */
+    modelKey: string,
     /** Identifies the run: job ids are `<runId>-<chunk>`, so a rerun finds the chunks already judged. */
     runId: string,
     settings: JudgeSettings,
@@ -49,16 +53,31 @@ interface PendingChunk {
     submitted: boolean
 }
 
+/** Where a run's chunks stand, as the coordinator sees them. */
+export interface QueueChunkCounts {
+    /** Submitted (or collected) and not yet back. */
+    pending: number,
+    /** Back from a worker (or found judged by an earlier run). */
+    done: number,
+    /** Failed for good: their records are error lines. */
+    failed: number
+}
+
 /**
  * The coordinator's side of a batch on a queue: groups the records into chunks by their index in the input (chunk k
  * holds records k·size … k·size + size − 1, the same on every run), submits each chunk as a BullMQ job with the
  * deterministic id `<runId>-<k>`, and resolves each record once its chunk's job completes. A chunk already judged by
  * an earlier run is collected, not judged again; one that failed before is retried; one that keeps failing gives
- * its records error lines.
+ * its records error lines. A job is removed from Redis once the checkpoint covers its records (a rerun resumes
+ * after them and never asks for it again), so Redis holds only the chunks in flight, however long the run.
  */
 export class QueueJudge implements RecordJudge {
     readonly inFlight: number;
+    readonly counts: QueueChunkCounts = {pending: 0, done: 0, failed: 0};
     private readonly chunks = new Map<number, PendingChunk>();
+    /** Job ids of the chunks back, by the last input line they hold, until the checkpoint passes it. */
+    private readonly finished: Array<{lastLine: number, jobId: string}> = [];
+    private readonly removals = new Set<Promise<unknown>>();
     private readonly chunkSize: number;
     private readonly attempts: number;
 
@@ -113,22 +132,43 @@ export class QueueJudge implements RecordJudge {
                 this.submit(index, chunk);
     }
 
+    checkpointed(lastLine: number): void {
+        // chunks finish out of order: any finished chunk wholly at or before the line goes
+        for (let i = this.finished.length - 1; i >= 0; i--) {
+            const {lastLine: last, jobId} = this.finished[i];
+            if (last > lastLine)
+                continue;
+            this.finished.splice(i, 1);
+            // best effort: a job left behind (Redis down now) costs memory, never a verdict
+            const removal = this.queue.remove(jobId).catch(() => undefined);
+            this.removals.add(removal);
+            void removal.finally(() => this.removals.delete(removal));
+        }
+    }
+
     async dispose(): Promise<void> {
         this.flush();
+        await Promise.allSettled(this.removals);
         await Promise.allSettled([this.queue.close(), this.events.close()]);
     }
 
     private submit(index: number, chunk: PendingChunk): void {
         chunk.submitted = true;
-        void this.run(index, chunk).finally(() => this.chunks.delete(index));
+        this.counts.pending++;
+        void this.run(index, chunk).finally(() => {
+            this.chunks.delete(index);
+            this.counts.pending--;
+        });
     }
 
     private async run(index: number, chunk: PendingChunk): Promise<void> {
-        const data: ChunkJobData = {version: packageVersion(), runId: this.options.runId, chunk: index, settings: this.options.settings, records: chunk.records};
+        const data: ChunkJobData = {version: packageVersion(), runId: this.options.runId, chunk: index, modelKey: this.options.modelKey,
+            settings: this.options.settings, records: chunk.records};
+        const jobId = `${this.options.runId}-${index}`;
         let outcomes: Map<number, ItemOutcome>;
         try {
             let job: Job<ChunkJobData, ChunkJobResult> = await this.queue.add("chunk", data, {
-                jobId: `${this.options.runId}-${index}`, attempts: this.attempts, backoff: {type: "exponential", delay: 1000},
+                jobId, attempts: this.attempts, backoff: {type: "exponential", delay: 1000},
                 removeOnComplete: false, removeOnFail: false
             });
             if (await job.isFailed()) {
@@ -138,10 +178,15 @@ export class QueueJudge implements RecordJudge {
             }
             const value = await job.waitUntilFinished(this.events) as ChunkJobResult;
             outcomes = new Map(value.results.map(({line, ...outcome}) => [line, outcome]));
+            this.counts.done++;
         } catch (error) {
-            const reason = `Chunk ${index} (job ${this.options.runId}-${index}) failed after ${this.attempts} tries: ${(error as Error).message}`;
+            const job = await this.queue.getJob(jobId).catch(() => undefined);
+            const tries = job?.attemptsMade ?? this.attempts;
+            const reason = `Chunk ${index} (job ${jobId}) failed after ${tries} ${tries === 1 ? "try" : "tries"}: ${(error as Error).message}`;
             outcomes = new Map(chunk.records.map(({line}) => [line, {error: reason, tokens: 0}]));
+            this.counts.failed++;
         }
+        this.finished.push({lastLine: chunk.records.at(-1)!.line, jobId});
         for (const [line, resolve] of chunk.waiters)
             resolve(outcomes.get(line) ?? {error: `The worker returned no verdict for line ${line}`, tokens: 0});
     }

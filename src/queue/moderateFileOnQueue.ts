@@ -5,7 +5,8 @@ import type {BatchSummary, ModerateFileOptions} from "../batch/moderateFile.js";
 import {resolveModel} from "../hub/resolveModel.js";
 import {integerOption, stringOption} from "../options.js";
 import {QueueJudge} from "./QueueJudge.js";
-import {modelKey, parseQueueUrl, queueName} from "./queueConnection.js";
+import {guardKey, parseQueueUrl, queueName} from "./queueConnection.js";
+import {RunReporter} from "./runRegistry.js";
 
 export interface QueueBatchOptions extends Omit<ModerateFileOptions, "concurrency" | "threads" | "contextSize" | "gpu"> {
     /** `redis://HOST:PORT[/DB]`. */
@@ -39,21 +40,38 @@ export async function moderateFileOnQueue(input: string, output: string, options
     if (options.annotate != null)
         throw new TypeError("An evaluation runs on a local judge, not on a queue");
     const model = path.resolve((await resolveModel(stringOption("model", options.model))).path);
-    const key = modelKey(model);
+    const key = await guardKey(model, options.head);
+    const queue = queueName(key);
     const settings = {policy: options.policy, mode: options.mode, longInput: options.longInput};
     // what makes two runs the same run: the job ids derive from it, so a rerun finds its chunks
     const runId = createHash("sha256").update(JSON.stringify({
         input: path.resolve(input), output: path.resolve(output), key, settings, format: options.format ?? null,
         columns: options.columns ?? null, shard: options.shard ?? null, chunkSize
     })).digest("hex").slice(0, 16);
-    const recordJudge = await QueueJudge.open({target, queue: queueName(key), runId, settings, chunkSize, chunksInFlight, attempts,
+    const recordJudge = await QueueJudge.open({target, queue, modelKey: key, runId, settings, chunkSize, chunksInFlight, attempts,
         connectTimeoutMs: options.connectTimeoutMs});
+    let reporter: RunReporter | null = null;
     try {
-        if (await recordJudge.workerCount() === 0)
+        reporter = await RunReporter.open(target, {runId, input: path.resolve(input), output: path.resolve(output), model, modelKey: key, queue,
+            chunkSize, chunks: recordJudge.counts});
+        if (await recordJudge.workerCount() === 0) {
+            const others = await reporter.otherWorkers();
             (options.onWarning ?? ((message: string) => process.emitWarning(message)))(
-                `No worker serves ${path.basename(model)} on ${target.display} yet (queue ${queueName(key)}): the chunks wait until one starts ` +
-                `(qwenguard worker --queue ${target.display} -m ${path.basename(model)})`);
-        return await moderateFile(input, output, {...options, model, recordJudge});
+                `No worker serves ${path.basename(model)} on ${target.display} yet (queue ${queue}): the chunks wait until one starts ` +
+                `(qwenguard worker --queue ${target.display} -m ${path.basename(model)})` + (others.length === 0 ? "" :
+                    `. Workers there serve other models, whose verdicts are never mixed into this run: ${
+                        others.map((group) => `${group.model} (${group.count} on ${group.queue})`).join(", ")}`));
+        }
+        const running = reporter;
+        const summary = await moderateFile(input, output, {...options, model, recordJudge, onProgress: (progress) => {
+            options.onProgress?.(progress);
+            running.progress(progress, recordJudge.counts);
+        }});
+        await reporter.end(summary.complete ? "complete" : "interrupted", summary, recordJudge.counts);
+        return summary;
+    } catch (error) {
+        await reporter?.end("failed", null, recordJudge.counts, (error as Error).message);
+        throw error;
     } finally {
         await recordJudge.dispose(); // also when moderateFile refused the run before it began
     }

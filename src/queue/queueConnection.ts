@@ -1,7 +1,12 @@
 import {createHash} from "node:crypto";
+import type {Hash} from "node:crypto";
 import {closeSync, openSync, readSync, statSync} from "node:fs";
+import path from "node:path";
 import type {ConnectionOptions} from "bullmq";
 import {Redis} from "ioredis";
+import {readGguf} from "../../gguf/index.js";
+import {readGuardVariant} from "../gen/readGuardVariant.js";
+import {defaultHeadPath} from "../stream/StreamGuard.js";
 
 /** Queue names start with this, then the model key: each model has its own queue, so workers never mix models. */
 export const QUEUE_PREFIX = "qwenguard-batch";
@@ -39,13 +44,25 @@ export function parseQueueUrl(url: string): QueueTarget {
 }
 
 /**
- * A short key of a model file that the coordinator and the workers compute alike: the file's size and its first
- * 16 MiB (the GGUF header, metadata, vocabulary and tensor table) and last MiB. Two files that differ in either
- * have different queues.
+ * A short key of the files a guard judges with, that the coordinator and the workers compute alike: a Gen GGUF, or a
+ * Stream backbone and its head (the one given, or the one the backbone names). Each file counts with its size, its
+ * first 16 MiB (the GGUF header, metadata, vocabulary and tensor table) and its last MiB. Models that differ in any
+ * of it have different keys, hence different queues.
+ * @throws Error when a file cannot be read, or a Stream backbone names no head and none is given
  */
-export function modelKey(file: string): string {
+export async function guardKey(model: string, head?: string): Promise<string> {
+    const files = [model];
+    if (await readGuardVariant(model) === "stream-backbone")
+        files.push(head != null ? path.resolve(head) : defaultHeadPath(model, await readGguf(model)));
+    const hash = createHash("sha256");
+    for (const file of files)
+        fingerprintFile(file, hash);
+    return hash.digest("hex").slice(0, 16);
+}
+
+function fingerprintFile(file: string, hash: Hash): void {
     const size = statSync(file).size;
-    const hash = createHash("sha256").update(String(size));
+    hash.update(`${size}:`);
     const fd = openSync(file, "r");
     try {
         const read = (position: number, length: number) => {
@@ -59,7 +76,6 @@ export function modelKey(file: string): string {
     } finally {
         closeSync(fd);
     }
-    return hash.digest("hex").slice(0, 16);
 }
 
 /** The queue of a model. */

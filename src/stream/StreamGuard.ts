@@ -282,7 +282,8 @@ export class StreamGuard {
     }
 }
 
-function defaultHeadPath(model: string, {metadata}: GgufFile): string {
+/** The head a Stream backbone names (`qwen3guard.stream.head_file`, beside it). */
+export function defaultHeadPath(model: string, {metadata}: GgufFile): string {
     const variant = metadata.find("qwen3guard.variant", GgufValueType.STRING);
     if (variant !== "stream-backbone")
         throw new Error(`Model ${model} is not a Qwen3Guard-Stream backbone (qwen3guard.variant is ${variant == null ? "missing" : JSON.stringify(variant)}): ` +
