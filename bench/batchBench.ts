@@ -1,19 +1,26 @@
-// `npm run bench:batch [-- --quick] [--records N] [--size 0.6b] [--only throughput|memory|eval]`: offline batch moderation through the CLI, as a
-// user runs it. Three figures, each from `qwenguard batch` / `qwenguard eval` child processes of this one run:
+// `npm run bench:batch [-- --quick] [--records N] [--size 0.6b] [--only throughput|memory|eval|queue] [--queue-model tiny|0.6b]`: offline
+// batch moderation through the CLI, as a user runs it. Four figures, each from `qwenguard batch` / `eval` / `worker` child processes of this one run:
 //  1. throughput: records/s for short prompts (one sentence each) on the Gen model of the real size, with
 //     --concurrency 1 and 4 on the same input (ratio in the same run);
 //  2. flat memory: a synthetic JSONL of N records (default 100,000; prompts and responses mixed) on the tiny Stream
 //     model, with the child's RSS sampled from /proc every second: peak, and RSS after 10% and at the end;
 //  3. eval's cost over judging: `qwenguard eval` against `qwenguard batch` on the same labelled records (prompts and
 //     responses, half of them with an unsafe span), on the Gen model and on the Stream model of the real size, in
-//     interleaved rounds: the records/s of the judging loop and the whole command's wall time (load, metrics, HTML).
+//     interleaved rounds: the records/s of the judging loop and the whole command's wall time (load, metrics, HTML);
+//  4. the queue's cost: `batch --queue` (chunks of 64) through a real redis-server to one `qwenguard worker -t 2`
+//     against a local `batch -t 2` on the same records, and two workers of 1 thread (the same two cores) against one
+//     of 1 thread, in interleaved rounds (records/s of the coordinator's loop, workers loaded beforehand as in a long
+//     run); and the Redis commands a chunk costs (INFO commandstats before and after), with redis-benchmark's ops/s here.
 // Results: printed, and written to .cache/bench/batch-<size>.json.
 
 import {spawn} from "node:child_process";
+import type {ChildProcess} from "node:child_process";
 import {existsSync, readFileSync, rmSync, statSync} from "node:fs";
 import {mkdir, open, writeFile} from "node:fs/promises";
 import path from "node:path";
+import {Redis} from "ioredis";
 import {cachedConvertedFixture} from "../test/helpers/plantedGen.js";
+import {startRedis} from "../test/helpers/redisServer.js";
 import {benchCacheDir, prepareBenchModels, repoRoot} from "./benchModels.js";
 import type {BenchSize} from "./benchModels.js";
 
@@ -121,9 +128,10 @@ interface TimedRun {
 }
 
 /** Runs the CLI to the end; returns its stdout and its wall time. */
-async function timedCli(args: readonly string[]): Promise<{stdout: string, wallSeconds: number}> {
+async function timedCli(args: readonly string[], onSpawn?: (child: ChildProcess) => void): Promise<{stdout: string, wallSeconds: number}> {
     const started = performance.now();
     const child = spawn(process.execPath, [cli, ...args], {stdio: ["ignore", "pipe", "inherit"]});
+    onSpawn?.(child);
     let stdout = "";
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
     const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
@@ -210,7 +218,149 @@ if (only == null || only === "eval") {
     }
     results.eval = evalResults;
 }
+if (only == null || only === "queue")
+    await queueBench();
+
+/** Section 4: the queue's overhead and Redis cost per chunk. */
+async function queueBench(): Promise<void> {
+    // the tiny Gen model unless told (--queue-model 0.6b): the shortest judging per chunk, where the queue's own cost
+    // shows most; a model of a real size gives the records/s of a worker for the README's scaling model
+    const kind = flag("--queue-model") ?? "tiny";
+    const rounds = quick ? 1 : kind === "tiny" ? 3 : 1;
+    const records = quick ? 256 : kind === "tiny" ? 1024 : 64;
+    // two workers on these two cores only with the tiny model: at a real size they would split the same cores for an hour
+    const scaling = kind === "tiny";
+    const chunkSize = 64;
+    const model = kind === "tiny" ? await cachedConvertedFixture("tiny-gen", "q8_0") : (await prepareBenchModels(kind as BenchSize, {log})).stock;
+    const input = path.join(dir, `queue-${records}.jsonl`);
+    await writeJsonl(input, records, true);
+    const stops: Array<() => Promise<void>> = [];
+    const redis = await startRedis({teardown: (stop: () => Promise<void>) => void stops.push(stop)});
+    try {
+        const workers = async (count: number, workerThreads: number) => {
+            const started = await Promise.all(Array.from({length: count}, () => startWorker(redis.url, model, workerThreads)));
+            return async () => {
+                started.forEach((child) => child.kill("SIGTERM"));
+                await Promise.all(started.map((child) => child.exitCode != null ? null : new Promise((resolve) => child.once("close", resolve))));
+            };
+        };
+        const queued = async (count: number, workerThreads: number): Promise<TimedRun & {commands: number, chunks: number, coordinatorCpu: {records: number, seconds: number}}> => {
+            const stop = await workers(count, workerThreads);
+            try {
+                const output = path.join(dir, `queue-${count}w.out.jsonl`);
+                rmSync(output, {force: true});
+                rmSync(`${output}.checkpoint.json`, {force: true});
+                const before = await redisCommands(redis.port);
+                // the coordinator's CPU time against its output's size, sampled: from its first line written to its last
+                const samples: Array<[cpu: number, bytes: number]> = [];
+                const {stdout, wallSeconds} = await timedCli(["batch", input, "-o", output, "-m", model, "--queue", redis.url, "--chunk-size", String(chunkSize), "--json"],
+                    (child) => {
+                        const timer = setInterval(() => {
+                            const cpu = readCpuSeconds(child.pid!);
+                            if (cpu != null && existsSync(output) && statSync(output).size > 0)
+                                samples.push([cpu, statSync(output).size]);
+                        }, 100);
+                        child.once("close", () => clearInterval(timer));
+                    });
+                const commands = await redisCommands(redis.port) - before;
+                const first = samples[0];
+                const last = samples.at(-1);
+                const written = first != null && last != null ? (last[1] - first[1]) / (statSync(output).size / records) : 0;
+                return {recordsPerSecond: (JSON.parse(stdout) as {recordsPerSecond: number}).recordsPerSecond, wallSeconds, commands,
+                    chunks: Math.ceil(records / chunkSize), coordinatorCpu: {records: written, seconds: first != null && last != null ? last[0] - first[0] : 0}};
+            } finally {
+                await stop();
+            }
+        };
+        type Queued = Awaited<ReturnType<typeof queued>>;
+        const runs: Array<{local: TimedRun, one: Queued, oneSingle?: Queued, two?: Queued}> = [];
+        for (let round = 0; round < rounds; round++) {
+            log(`batch: queue round ${round + 1}/${rounds}: local, 1 worker${scaling ? ", 1 worker of 1 thread, 2 workers of 1 thread" : ""} ` +
+                `(${records} records, chunks of ${chunkSize})`);
+            const local = await timedBatch(input, path.join(dir, "queue-local.out.jsonl"), model);
+            const one = await queued(1, threads);
+            runs.push(scaling ? {local, one, oneSingle: await queued(1, 1), two: await queued(2, 1)} : {local, one});
+        }
+        const median = (values: number[]) => {
+            const sorted = [...values].sort((a, b) => a - b);
+            return sorted.length % 2 === 1 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+        };
+        const oneRatios = runs.map((run) => run.one.recordsPerSecond / run.local.recordsPerSecond);
+        const twoRatios = scaling ? runs.map((run) => run.two!.recordsPerSecond / run.oneSingle!.recordsPerSecond) : [];
+        const queuedRuns = runs.flatMap((run) => [run.one, run.oneSingle, run.two].filter((queuedRun) => queuedRun != null));
+        const perChunk = median(queuedRuns.map((queuedRun) => queuedRun.commands / queuedRun.chunks));
+        // the coordinator's own CPU per record while the verdicts come in: how many records/s one coordinator core could write
+        const coordinatorRate = queuedRuns.reduce((sum, queuedRun) => sum + queuedRun.coordinatorCpu.records, 0) /
+            queuedRuns.reduce((sum, queuedRun) => sum + queuedRun.coordinatorCpu.seconds, 0);
+        const opsPerSecond = await redisBenchmark(redis.port);
+        results.queue = {model: kind, records, chunkSize, rounds, runs, oneRatio: median(oneRatios), twoRatio: scaling ? median(twoRatios) : null,
+            commandsPerChunk: perChunk, coordinatorRecordsPerCpuSecond: coordinatorRate, redisBenchmark: opsPerSecond};
+        const range = (values: number[]) => `${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)}`;
+        const rate = (pick: (run: typeof runs[number]) => TimedRun) => `${median(runs.map((run) => pick(run).recordsPerSecond)).toFixed(2)} records/s`;
+        lines.push(`batch --queue against local batch (${kind} Gen, ${records} records, chunks of ${chunkSize}, median of ${rounds} interleaved rounds):`,
+            `  local -t ${threads}: ${rate((run) => run.local)}`,
+            `  1 worker -t ${threads}: ${rate((run) => run.one)}, ${median(oneRatios).toFixed(3)}× local (rounds ${range(oneRatios)})`,
+            ...scaling ? [`  1 worker -t 1: ${rate((run) => run.oneSingle!)}; 2 workers -t 1: ${rate((run) => run.two!)}, ` +
+                `${median(twoRatios).toFixed(3)}× one worker -t 1 (rounds ${range(twoRatios)})`] : [],
+            `  the coordinator: ${Number.isFinite(coordinatorRate) ? Math.round(coordinatorRate) : "not measured (one chunk: no lines in between)"} ` +
+                "records per CPU second while the verdicts come in (read, Redis, write; its start-up left out)",
+            `  Redis: ${perChunk.toFixed(0)} commands per chunk (all clients: coordinator, workers, events); ` +
+                `redis-benchmark here: ${Object.entries(opsPerSecond).map(([name, ops]) => `${name} ${Math.round(ops)}/s`).join(", ")}`);
+    } finally {
+        for (const stop of stops)
+            await stop();
+    }
+}
+
+/** A `qwenguard worker` child, resolved once it is ready. */
+async function startWorker(url: string, model: string, workerThreads: number): Promise<ChildProcess> {
+    const child = spawn(process.execPath, [cli, "worker", "--queue", url, "-m", model, "-t", String(workerThreads)], {stdio: ["ignore", "ignore", "pipe"]});
+    let stderr = "";
+    await new Promise<void>((resolve, reject) => {
+        child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+            stderr += chunk;
+            if (stderr.includes("ready:"))
+                resolve();
+        });
+        child.once("close", (code) => reject(new Error(`qwenguard worker exited with ${code}:\n${stderr}`)));
+    });
+    return child;
+}
+
+/** A live process's user + system CPU seconds (/proc/PID/stat, in clock ticks of 1/100 s), null once it has exited. */
+function readCpuSeconds(pid: number): number | null {
+    try {
+        const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
+        return (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+        return null;
+    }
+}
+
+/** Commands Redis has run so far (INFO commandstats: the sum of calls). */
+async function redisCommands(port: number): Promise<number> {
+    const client = new Redis({port, host: "127.0.0.1", lazyConnect: true});
+    try {
+        await client.connect();
+        const info = await client.info("commandstats");
+        return [...info.matchAll(/calls=(\d+)/g)].reduce((sum, match) => sum + Number(match[1]), 0);
+    } finally {
+        client.disconnect();
+    }
+}
+
+/** redis-benchmark's requests/s for the commands a queue leans on, on this machine (its default 50 clients). */
+async function redisBenchmark(port: number): Promise<Record<string, number>> {
+    const child = spawn("redis-benchmark", ["-h", "127.0.0.1", "-p", String(port), "-q", "-n", "100000", "-t", "set,get,lpush,zadd,hset", "--csv"],
+        {stdio: ["ignore", "pipe", "inherit"]});
+    let stdout = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    await new Promise((resolve) => child.on("close", resolve));
+    return Object.fromEntries([...stdout.matchAll(/^"([^"]+)","([\d.]+)"/gm)].map((match) => [match[1], Number(match[2])]));
+}
+
 process.stdout.write(lines.join("\n") + "\n");
-const out = path.join(benchCacheDir, `batch-${String(results.size)}${only != null ? `-${only}` : ""}.json`);
+const out = path.join(benchCacheDir, only === "queue" ? `batch-queue-${flag("--queue-model") ?? "tiny"}.json`
+    : `batch-${String(results.size)}${only != null ? `-${only}` : ""}.json`);
 await writeFile(out, JSON.stringify(results, null, 2) + "\n");
 log(`batch: results in ${path.relative(repoRoot, out)}`);

@@ -30,6 +30,7 @@ interface BatchCommandOptions {
     json?: boolean,
     queue?: string,
     chunkSize?: string,
+    chunksInFlight?: string,
     status?: boolean
 }
 
@@ -61,6 +62,7 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
         .option("--json", "print the summary as JSON instead of a table")
         .option("--queue <url>", "judge on `qwenguard worker` processes through BullMQ on Redis (redis://HOST:PORT[/DB]) instead of here")
         .option("--chunk-size <n>", "--queue: records per job (default 64)")
+        .option("--chunks-in-flight <n>", "--queue: chunks out at once, so at most n workers busy (default: 2 × the workers there at the start, at least 8)")
         .option("--status", "--queue: show the runs on that Redis (of INPUT, and -o OUTPUT, when given) and its workers, from any machine")
         .action(async (input: string | undefined, options: BatchCommandOptions) =>
             setExitCode(options.status === true ? await showQueueStatus(input, options) : await runBatch(input, options)));
@@ -86,8 +88,8 @@ async function runBatch(input: string | undefined, options: BatchCommandOptions)
         if (local.length > 0)
             throw new UsageError(`${local.join(", ")} set${local.length === 1 ? "s" : ""} how this machine judges, and with --queue the workers judge: ` +
                 "pass it to qwenguard worker");
-    } else if (options.chunkSize != null)
-        throw new UsageError("--chunk-size applies to --queue runs");
+    } else if (options.chunkSize != null || options.chunksInFlight != null)
+        throw new UsageError(`${options.chunkSize != null ? "--chunk-size" : "--chunks-in-flight"} applies to --queue runs`);
     const output = options.output;
     if (options.format != null && !(batchInputFormats as readonly string[]).includes(options.format))
         throw new UsageError(`Expected jsonl, csv or txt for --format but received ${JSON.stringify(options.format)}`);
@@ -118,7 +120,8 @@ async function runBatch(input: string | undefined, options: BatchCommandOptions)
             onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)
         };
         const summary = await failAsUsage(() => options.queue != null
-            ? moderateFileOnQueue(input, output, {...common, queue: options.queue, chunkSize: integerFlag("--chunk-size", options.chunkSize)})
+            ? moderateFileOnQueue(input, output, {...common, queue: options.queue, chunkSize: integerFlag("--chunk-size", options.chunkSize),
+                chunksInFlight: integerFlag("--chunks-in-flight", options.chunksInFlight)})
             : moderateFile(input, output, {...common,
                 concurrency: integerFlag("--concurrency", options.concurrency), threads: integerFlag("--threads", options.threads),
                 contextSize: integerFlag("--context-size", options.contextSize)}));

@@ -39,7 +39,9 @@ export interface QueueJudgeOptions {
     runId: string,
     settings: JudgeSettings,
     chunkSize?: number,
-    /** Chunks submitted and not yet written; default 8. */
+    /** The run's shard: chunks are cut from the shard's own records (its k-th record is record k·count + index − 1). */
+    shard?: {index: number, count: number},
+    /** Chunks submitted and not yet written; default twice the workers on the queue at the start, at least 8. */
     chunksInFlight?: number,
     /** Tries of a chunk before its records become error lines; default 3 (backoff 1 s, 2 s, …). */
     attempts?: number,
@@ -64,9 +66,9 @@ export interface QueueChunkCounts {
 }
 
 /**
- * The coordinator's side of a batch on a queue: groups the records into chunks by their index in the input (chunk k
- * holds records k·size … k·size + size − 1, the same on every run), submits each chunk as a BullMQ job with the
- * deterministic id `<runId>-<k>`, and resolves each record once its chunk's job completes. A chunk already judged by
+ * The coordinator's side of a batch on a queue: groups the records into chunks by their place in the input (chunk k
+ * holds records k·size … k·size + size − 1 of the run's shard, the same on every run), submits each chunk as a BullMQ
+ * job with the deterministic id `<runId>-<k>`, and resolves each record once its chunk's job completes. A chunk already judged by
  * an earlier run is collected, not judged again; one that failed before is retried; one that keeps failing gives
  * its records error lines. A job is removed from Redis once the checkpoint covers its records (a rerun resumes
  * after them and never asks for it again), so Redis holds only the chunks in flight, however long the run.
@@ -99,7 +101,9 @@ export class QueueJudge implements RecordJudge {
         queue.on("error", () => {});
         events.on("error", () => {});
         await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
-        return new QueueJudge(queue, events, options);
+        // enough chunks in flight to keep every worker there now busy, one waiting behind each
+        const chunksInFlight = options.chunksInFlight ?? Math.max(8, 2 * (await queue.getWorkers()).length);
+        return new QueueJudge(queue, events, {...options, chunksInFlight});
     }
 
     /** Workers listening on the model's queue now. */
@@ -108,7 +112,9 @@ export class QueueJudge implements RecordJudge {
     }
 
     judgeRecord(record: InputRecord, messages: Message[]): Promise<ItemOutcome> {
-        const index = Math.floor(record.index / this.chunkSize);
+        // the record's place among the run's records (of its shard), the same on every run
+        const place = this.options.shard != null ? Math.floor(record.index / this.options.shard.count) : record.index;
+        const index = Math.floor(place / this.chunkSize);
         // records arrive in input order: a record of chunk k means every earlier chunk is whole
         for (const [other, chunk] of this.chunks)
             if (other < index && !chunk.submitted)
@@ -121,7 +127,7 @@ export class QueueJudge implements RecordJudge {
         const pending = chunk;
         pending.records.push({line: record.line, messages});
         const outcome = new Promise<ItemOutcome>((resolve) => pending.waiters.set(record.line, resolve));
-        if (record.index % this.chunkSize === this.chunkSize - 1)
+        if (place % this.chunkSize === this.chunkSize - 1)
             this.submit(index, pending);
         return outcome;
     }

@@ -13,7 +13,10 @@ export interface QueueBatchOptions extends Omit<ModerateFileOptions, "concurrenc
     queue: string,
     /** Records per job; default 64. */
     chunkSize?: number,
-    /** Chunks submitted and not yet written; default 8 (raise it for many workers). */
+    /**
+     * Chunks submitted and not yet written: at most this many workers are busy with the run. Default: twice the
+     * workers on the queue when the run starts, at least 8 (raise it when more workers join later).
+     */
     chunksInFlight?: number,
     /** Tries of a chunk before its records become error lines; default 3. */
     attempts?: number,
@@ -35,7 +38,7 @@ export async function moderateFileOnQueue(input: string, output: string, options
         throw new TypeError("Expected an options object {model, queue, …}");
     const target = parseQueueUrl(stringOption("queue", options.queue));
     const chunkSize = integerOption("chunkSize", options.chunkSize ?? 64, 1, 10_000);
-    const chunksInFlight = integerOption("chunksInFlight", options.chunksInFlight ?? 8, 1, 10_000);
+    const chunksInFlight = options.chunksInFlight != null ? integerOption("chunksInFlight", options.chunksInFlight, 1, 10_000) : undefined;
     const attempts = integerOption("attempts", options.attempts ?? 3, 1, 100);
     if (options.annotate != null)
         throw new TypeError("An evaluation runs on a local judge, not on a queue");
@@ -48,7 +51,7 @@ export async function moderateFileOnQueue(input: string, output: string, options
         input: path.resolve(input), output: path.resolve(output), key, settings, format: options.format ?? null,
         columns: options.columns ?? null, shard: options.shard ?? null, chunkSize
     })).digest("hex").slice(0, 16);
-    const recordJudge = await QueueJudge.open({target, queue, modelKey: key, runId, settings, chunkSize, chunksInFlight, attempts,
+    const recordJudge = await QueueJudge.open({target, queue, modelKey: key, runId, settings, chunkSize, shard: options.shard, chunksInFlight, attempts,
         connectTimeoutMs: options.connectTimeoutMs});
     let reporter: RunReporter | null = null;
     try {

@@ -29,8 +29,8 @@ export function freePort(): Promise<number> {
     });
 }
 
-/** Starts redis-server; the test fails with a clear message when it is not installed (.ci/run installs it). */
-export async function startRedis(t: Test): Promise<RedisServer> {
+/** Starts redis-server, stopped at `t`'s teardown (a test, or a bench's); a clear error when it is not installed (.ci/run installs it). */
+export async function startRedis(t: Pick<Test, "teardown">): Promise<RedisServer> {
     const dir = await mkdtemp(path.join(os.tmpdir(), "qwenguard-redis-"));
     const port = await freePort();
     let child: ChildProcess | null = null;

@@ -77,6 +77,15 @@ t.test("a chunk that keeps failing is retried with backoff, then its records are
         chunks: {pending: 0, done: 2, failed: 1}, progress: {processed: expected.length, counts: {records: expected.length}}, workers: 1});
 });
 
+t.test("a shard's chunks are cut from its own records: shard 1/2 of 39 records in chunks of 20 is one chunk", async (t) => {
+    const output = path.join(dir, "shard.jsonl");
+    const summary = await moderateFileOnQueue(input, output, {model: gen, queue: redis.url, chunkSize: 20, shard: {index: 1, count: 2}});
+    t.equal(summary.complete, true);
+    // (cut by the input's index instead, its records would span chunks 0 and 1, and chunk 1 always crashes here)
+    t.equal(sameResults(readJsonl(output), expected.filter((_, index) => index % 2 === 0)), null, "the shard's records, as a local batch judges them");
+    t.match((await queueRunStatus(redis.url, {output})).runs, [{state: "complete", chunks: {done: 1, failed: 0}}]);
+});
+
 t.test("a worker refuses, at once and saying why, jobs of another version, of another model, or that are not chunks", async (t) => {
     const base: ChunkJobData = {version: packageVersion(), runId: "feedfacefeedface", chunk: 7, modelKey: genKey, settings: {},
         records: [{line: 1, messages: [{role: "user", content: "Hello"}]}]};
