@@ -299,7 +299,7 @@ export async function moderateFile(input: string, output: string, options: Moder
                 return {record, error: prepared.error, tokens: 0};
             const outcome = await judge.judgeRecord(record, prepared.messages);
             return {record, ...outcome, extra: annotate != null && outcome.result != null ? annotate.fields(record, outcome, localJudge!) : null};
-        }, options.signal);
+        }, options.signal, () => judge.flush()); // a run that fails: what the judge holds back is judged, so it can end
         options.signal?.addEventListener("abort", () => judge.flush(), {once: true}); // records held back are judged and written
 
         for await (const {record, result, error, tokens: used, extra} of records) {

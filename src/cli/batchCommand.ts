@@ -64,8 +64,8 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
         .option("--chunk-size <n>", "--queue: records per job (default 64)")
         .option("--chunks-in-flight <n>", "--queue: chunks out at once, so at most n workers busy (default: 2 × the workers there at the start, at least 8)")
         .option("--status", "--queue: show the runs on that Redis (of INPUT, and -o OUTPUT, when given) and its workers, from any machine")
-        .action(async (input: string | undefined, options: BatchCommandOptions) =>
-            setExitCode(options.status === true ? await showQueueStatus(input, options) : await runBatch(input, options)));
+        .action(async (input: string | undefined, options: BatchCommandOptions, command: Command) =>
+            setExitCode(options.status === true ? await showQueueStatus(input, statusOptions(options, command)) : await runBatch(input, options)));
 
     program.command("merge")
         .description("join the outputs of `batch --shard i/n` runs into one output in input order")
@@ -89,7 +89,8 @@ async function runBatch(input: string | undefined, options: BatchCommandOptions)
             throw new UsageError(`${local.join(", ")} set${local.length === 1 ? "s" : ""} how this machine judges, and with --queue the workers judge: ` +
                 "pass it to qwenguard worker");
     } else if (options.chunkSize != null || options.chunksInFlight != null)
-        throw new UsageError(`${options.chunkSize != null ? "--chunk-size" : "--chunks-in-flight"} applies to --queue runs`);
+        throw new UsageError(`${[options.chunkSize != null ? "--chunk-size" : null, options.chunksInFlight != null ? "--chunks-in-flight" : null]
+            .filter((flag) => flag != null).join(" and ")} appl${options.chunkSize != null && options.chunksInFlight != null ? "y" : "ies"} to --queue runs`);
     const output = options.output;
     if (options.format != null && !(batchInputFormats as readonly string[]).includes(options.format))
         throw new UsageError(`Expected jsonl, csv or txt for --format but received ${JSON.stringify(options.format)}`);
@@ -101,6 +102,10 @@ async function runBatch(input: string | undefined, options: BatchCommandOptions)
     if (given.length > 0 && options.format !== "csv" && !input.toLowerCase().endsWith(".csv"))
         throw new UsageError("--id-column, --prompt-column and --response-column apply to CSV input");
 
+    // every number checked before a model is pulled for the run
+    const numbers = {limit: integerFlag("--limit", options.limit), chunkSize: integerFlag("--chunk-size", options.chunkSize),
+        chunksInFlight: integerFlag("--chunks-in-flight", options.chunksInFlight), concurrency: integerFlag("--concurrency", options.concurrency),
+        threads: integerFlag("--threads", options.threads), contextSize: integerFlag("--context-size", options.contextSize)};
     if (!existsSync(input)) // before a default model is pulled for it
         throw new UsageError(`Input file ${input} does not exist`);
     // a named model missing from the cache is pulled first (Ctrl-C there keeps the download for the next run)
@@ -114,17 +119,14 @@ async function runBatch(input: string | undefined, options: BatchCommandOptions)
             model, head: options.head, format: options.format as BatchInputFormat | undefined,
             columns: Object.fromEntries(given), policy: parsePolicy(options.policy), mode: parseMode(options.mode),
             ...(options.windows === true ? {longInput: "windows" as const} : {}),
-            shard, limit: integerFlag("--limit", options.limit),
+            shard, limit: numbers.limit,
             strict: options.strict === true, errors: options.errors, overwrite: options.overwrite === true,
             signal: controller.signal, onProgress: (state: BatchProgress) => progress.update(state),
             onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)
         };
         const summary = await failAsUsage(() => options.queue != null
-            ? moderateFileOnQueue(input, output, {...common, queue: options.queue, chunkSize: integerFlag("--chunk-size", options.chunkSize),
-                chunksInFlight: integerFlag("--chunks-in-flight", options.chunksInFlight)})
-            : moderateFile(input, output, {...common,
-                concurrency: integerFlag("--concurrency", options.concurrency), threads: integerFlag("--threads", options.threads),
-                contextSize: integerFlag("--context-size", options.contextSize)}));
+            ? moderateFileOnQueue(input, output, {...common, queue: options.queue, chunkSize: numbers.chunkSize, chunksInFlight: numbers.chunksInFlight})
+            : moderateFile(input, output, {...common, concurrency: numbers.concurrency, threads: numbers.threads, contextSize: numbers.contextSize}));
         progress.finish();
         process.stdout.write(options.json ? JSON.stringify(summary) + "\n" : summaryTable(summary));
         return summary.interrupted ? INTERRUPTED : 0;
@@ -132,6 +134,15 @@ async function runBatch(input: string | undefined, options: BatchCommandOptions)
         progress.finish();
         removeHandlers();
     }
+}
+
+/** `--status` takes --queue, -o and --json: any other flag given with it would do nothing, and is refused. */
+function statusOptions(options: BatchCommandOptions, command: Command): BatchCommandOptions {
+    const kept = new Set(["queue", "output", "json", "status"]);
+    const given = command.options.filter((option) => !kept.has(option.attributeName()) && command.getOptionValueSource(option.attributeName()) === "cli");
+    if (given.length > 0)
+        throw new UsageError(`--status shows runs and takes --queue, -o and --json only, not ${given.map((option) => option.long ?? option.flags).join(", ")}`);
+    return options;
 }
 
 /** Errors about the input or the output (not the program) exit like usage errors, with their message. */

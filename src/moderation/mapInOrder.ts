@@ -3,9 +3,10 @@
  * Memory holds at most `concurrency` items, running or finished and waiting for an earlier one. Stops pulling new
  * items once `signal` aborts (the items already started still finish and are yielded).
  * @param work - must not reject for one item's failure: encode failures in its result
+ * @param onStop - called when it stops early, before it waits for the work in flight (e.g. to release work held back)
  */
 export async function* mapInOrder<T, R>(items: AsyncIterable<T> | Iterable<T>, concurrency: number, work: (item: T) => Promise<R>,
-    signal?: AbortSignal): AsyncGenerator<R> {
+    signal?: AbortSignal, onStop?: () => void): AsyncGenerator<R> {
     const iterator = Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : (items as Iterable<T>)[Symbol.iterator]();
     const pending: Promise<R>[] = [];
     let exhausted = false;
@@ -30,6 +31,8 @@ export async function* mapInOrder<T, R>(items: AsyncIterable<T> | Iterable<T>, c
     } finally {
         // stopped early (the consumer left, or an item or the input failed): let the work in flight end first, so
         // that nothing runs on after the caller has moved on (e.g. disposed the model)
+        if (pending.length > 0)
+            onStop?.();
         await Promise.allSettled(pending);
         if (!exhausted)
             await iterator.return?.();

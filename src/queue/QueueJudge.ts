@@ -1,3 +1,4 @@
+import {setTimeout as sleep} from "node:timers/promises";
 import {Queue, QueueEvents} from "bullmq";
 import type {Job} from "bullmq";
 import type {InputRecord} from "../batch/readRecords.js";
@@ -46,7 +47,9 @@ export interface QueueJudgeOptions {
     /** Tries of a chunk before its records become error lines; default 3 (backoff 1 s, 2 s, …). */
     attempts?: number,
     /** How long to wait for Redis at the start; default 10 s. */
-    connectTimeoutMs?: number
+    connectTimeoutMs?: number,
+    /** Told when Redis fails meanwhile (at most every 30 s), or does not answer at the end. */
+    onWarning?: (message: string) => void
 }
 
 interface PendingChunk {
@@ -86,7 +89,9 @@ export class QueueJudge implements RecordJudge {
     private constructor(private readonly queue: Queue, private readonly events: QueueEvents, private readonly options: QueueJudgeOptions) {
         this.chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
         this.attempts = options.attempts ?? 3;
-        this.inFlight = this.chunkSize * (options.chunksInFlight ?? 8);
+        // room for one chunk more than those out: the next chunk's first record is what submits a chunk whose last
+        // record was never judged (not JSON), so there must always be room to read it
+        this.inFlight = this.chunkSize * ((options.chunksInFlight ?? 8) + 1);
     }
 
     /**
@@ -97,13 +102,25 @@ export class QueueJudge implements RecordJudge {
         await assertReachable(options.target, options.connectTimeoutMs);
         const queue = new Queue(options.queue, {connection: options.target.connection});
         const events = new QueueEvents(options.queue, {connection: options.target.connection});
-        // BullMQ reconnects on its own (a Redis restart mid-run): its errors meanwhile are not the run's
-        queue.on("error", () => {});
-        events.on("error", () => {});
-        await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
-        // enough chunks in flight to keep every worker there now busy, one waiting behind each
-        const chunksInFlight = options.chunksInFlight ?? Math.max(8, 2 * (await queue.getWorkers()).length);
-        return new QueueJudge(queue, events, {...options, chunksInFlight});
+        // BullMQ reconnects on its own (a Redis restart mid-run): what goes wrong meanwhile is said, at most every 30 s
+        let lastWarning = -Infinity;
+        const warn = (error: Error) => {
+            if (performance.now() - lastWarning < 30_000)
+                return;
+            lastWarning = performance.now();
+            options.onWarning?.(`queue ${options.target.display}: ${error.message} (BullMQ keeps trying)`);
+        };
+        queue.on("error", warn);
+        events.on("error", warn);
+        try {
+            await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
+            // enough chunks in flight to keep every worker there now busy, one waiting behind each
+            const chunksInFlight = options.chunksInFlight ?? Math.max(8, 2 * (await queue.getWorkers()).length);
+            return new QueueJudge(queue, events, {...options, chunksInFlight});
+        } catch (error) {
+            await closeWithin([queue, events], 5000);
+            throw error;
+        }
     }
 
     /** Workers listening on the model's queue now. */
@@ -133,9 +150,10 @@ export class QueueJudge implements RecordJudge {
     }
 
     flush(): void {
+        // (a chunk cut short by the run's end, its limit or a stop: its job id says where it ends, see run)
         for (const [index, chunk] of this.chunks)
             if (!chunk.submitted)
-                this.submit(index, chunk);
+                this.submit(index, chunk, true);
     }
 
     checkpointed(lastLine: number): void {
@@ -154,29 +172,45 @@ export class QueueJudge implements RecordJudge {
 
     async dispose(): Promise<void> {
         this.flush();
-        await Promise.allSettled(this.removals);
-        await Promise.allSettled([this.queue.close(), this.events.close()]);
+        // BullMQ's connection waits for a Redis that is away: a run that is over does not (what is left costs memory)
+        const removed = Promise.allSettled(this.removals);
+        if (await Promise.race([removed.then(() => true), sleep(5000, undefined, {ref: false}).then(() => false)]) === false)
+            this.options.onWarning?.(`Redis at ${this.options.target.display} did not answer: ${this.removals.size} judged chunks stay there`);
+        await closeWithin([this.queue, this.events], 5000);
     }
 
-    private submit(index: number, chunk: PendingChunk): void {
+    private submit(index: number, chunk: PendingChunk, partial = false): void {
         chunk.submitted = true;
         this.counts.pending++;
-        void this.run(index, chunk).finally(() => {
+        void this.run(index, chunk, partial).finally(() => {
             this.chunks.delete(index);
             this.counts.pending--;
         });
     }
 
-    private async run(index: number, chunk: PendingChunk): Promise<void> {
+    private async run(index: number, chunk: PendingChunk, partial: boolean): Promise<void> {
         const data: ChunkJobData = {version: packageVersion(), runId: this.options.runId, chunk: index, modelKey: this.options.modelKey,
             settings: this.options.settings, records: chunk.records};
-        const jobId = `${this.options.runId}-${index}`;
+        // a whole chunk is `<runId>-<k>`; one cut short also names its last line, so that a rerun that reads the chunk
+        // further never collects the short one for it
+        const lastLine = chunk.records.at(-1)!.line;
+        let jobId = `${this.options.runId}-${index}${partial ? `-${lastLine}` : ""}`;
         let outcomes: Map<number, ItemOutcome>;
+        let added = false;
         try {
-            let job: Job<ChunkJobData, ChunkJobResult> = await this.queue.add("chunk", data, {
-                jobId, attempts: this.attempts, backoff: {type: "exponential", delay: 1000},
-                removeOnComplete: false, removeOnFail: false
-            });
+            const add = (id: string) => this.queue.add("chunk", data, {jobId: id, attempts: this.attempts, backoff: {type: "exponential", delay: 1000},
+                removeOnComplete: false, removeOnFail: false}) as Promise<Job<ChunkJobData, ChunkJobResult>>;
+            let job = await add(jobId);
+            added = true;
+            // a job of an earlier run under this id holds the records it held then (BullMQ keeps the stored job and
+            // returns ours): it must hold this run's too
+            const stored = await this.queue.getJob(jobId);
+            const storedRecords = (stored?.data as Partial<ChunkJobData> | undefined)?.records;
+            const held = new Set((Array.isArray(storedRecords) ? storedRecords : []).map((record) => record.line));
+            if (chunk.records.some((record) => !held.has(record.line))) {
+                jobId = `${jobId}-${Date.now().toString(36)}`;
+                job = await add(jobId);
+            }
             if (await job.isFailed()) {
                 // failed for good in an earlier run: this run tries it again
                 await job.retry("failed");
@@ -186,14 +220,24 @@ export class QueueJudge implements RecordJudge {
             outcomes = new Map(value.results.map(({line, ...outcome}) => [line, outcome]));
             this.counts.done++;
         } catch (error) {
-            const job = await this.queue.getJob(jobId).catch(() => undefined);
-            const tries = job?.attemptsMade ?? this.attempts;
-            const reason = `Chunk ${index} (job ${jobId}) failed after ${tries} ${tries === 1 ? "try" : "tries"}: ${(error as Error).message}`;
+            const job = added ? await Promise.race([this.queue.getJob(jobId).catch(() => undefined),
+                sleep(5000, undefined, {ref: false}).then(() => undefined)]) : undefined;
+            const tries = job?.attemptsMade ?? 0;
+            const reason = added ? `Chunk ${index} (job ${jobId}) failed after ${tries} ${tries === 1 ? "try" : "tries"}: ${(error as Error).message}`
+                : `Chunk ${index} could not be sent to the queue: ${(error as Error).message}`;
             outcomes = new Map(chunk.records.map(({line}) => [line, {error: reason, tokens: 0}]));
             this.counts.failed++;
         }
-        this.finished.push({lastLine: chunk.records.at(-1)!.line, jobId});
+        if (added)
+            this.finished.push({lastLine, jobId});
         for (const [line, resolve] of chunk.waiters)
             resolve(outcomes.get(line) ?? {error: `The worker returned no verdict for line ${line}`, tokens: 0});
     }
+}
+
+/** Closes BullMQ objects, waiting at most `ms` for a Redis that is away (then their connections are dropped). */
+async function closeWithin(closables: ReadonlyArray<Queue | QueueEvents>, ms: number): Promise<void> {
+    const closed = Promise.allSettled(closables.map((closable) => closable.close()));
+    if (await Promise.race([closed.then(() => true), sleep(ms, undefined, {ref: false}).then(() => false)]) === false)
+        await Promise.allSettled(closables.map((closable) => closable.disconnect()));
 }

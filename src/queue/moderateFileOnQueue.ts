@@ -38,10 +38,16 @@ export async function moderateFileOnQueue(input: string, output: string, options
         throw new TypeError("Expected an options object {model, queue, …}");
     const target = parseQueueUrl(stringOption("queue", options.queue));
     const chunkSize = integerOption("chunkSize", options.chunkSize ?? 64, 1, 10_000);
+    if (options.chunksInFlight != null && chunkSize * options.chunksInFlight > 1_000_000)
+        throw new TypeError(`Expected at most 1,000,000 records in flight (chunkSize × chunksInFlight) but received ${chunkSize} × ${options.chunksInFlight}`);
     const chunksInFlight = options.chunksInFlight != null ? integerOption("chunksInFlight", options.chunksInFlight, 1, 10_000) : undefined;
     const attempts = integerOption("attempts", options.attempts ?? 3, 1, 100);
     if (options.annotate != null)
         throw new TypeError("An evaluation runs on a local judge, not on a queue");
+    const local = (["concurrency", "threads", "contextSize", "gpu"] as const).filter((name) => (options as unknown as Record<string, unknown>)[name] != null);
+    if (local.length > 0)
+        throw new TypeError(`${local.map((name) => `"${name}"`).join(", ")} set${local.length === 1 ? "s" : ""} how a machine judges, ` +
+            "and on a queue the workers judge: give it to startQueueWorker (qwenguard worker)");
     const model = path.resolve((await resolveModel(stringOption("model", options.model))).path);
     const key = await guardKey(model, options.head);
     const queue = queueName(key);
@@ -51,29 +57,29 @@ export async function moderateFileOnQueue(input: string, output: string, options
         input: path.resolve(input), output: path.resolve(output), key, settings, format: options.format ?? null,
         columns: options.columns ?? null, shard: options.shard ?? null, chunkSize
     })).digest("hex").slice(0, 16);
+    const warn = options.onWarning ?? ((message: string) => process.emitWarning(message));
     const recordJudge = await QueueJudge.open({target, queue, modelKey: key, runId, settings, chunkSize, shard: options.shard, chunksInFlight, attempts,
-        connectTimeoutMs: options.connectTimeoutMs});
+        connectTimeoutMs: options.connectTimeoutMs, onWarning: warn});
     let reporter: RunReporter | null = null;
     try {
         reporter = await RunReporter.open(target, {runId, input: path.resolve(input), output: path.resolve(output), model, modelKey: key, queue,
-            chunkSize, chunks: recordJudge.counts});
+            chunkSize}, () => recordJudge.counts);
         if (await recordJudge.workerCount() === 0) {
             const others = await reporter.otherWorkers();
-            (options.onWarning ?? ((message: string) => process.emitWarning(message)))(
-                `No worker serves ${path.basename(model)} on ${target.display} yet (queue ${queue}): the chunks wait until one starts ` +
+            warn(`No worker serves ${path.basename(model)} on ${target.display} yet (queue ${queue}): the chunks wait until one starts ` +
                 `(qwenguard worker --queue ${target.display} -m ${path.basename(model)})` + (others.length === 0 ? "" :
-                    `. Workers there serve other models, whose verdicts are never mixed into this run: ${
-                        others.map((group) => `${group.model} (${group.count} on ${group.queue})`).join(", ")}`));
+                `. Workers there serve other models or versions, whose verdicts are never mixed into this run: ${
+                    others.map((group) => `${group.model} (${group.count} on ${group.queue})`).join(", ")}`));
         }
         const running = reporter;
         const summary = await moderateFile(input, output, {...options, model, recordJudge, onProgress: (progress) => {
             options.onProgress?.(progress);
-            running.progress(progress, recordJudge.counts);
+            running.progress(progress);
         }});
-        await reporter.end(summary.complete ? "complete" : "interrupted", summary, recordJudge.counts);
+        await reporter.end(summary.complete ? "complete" : "interrupted", summary);
         return summary;
     } catch (error) {
-        await reporter?.end("failed", null, recordJudge.counts, (error as Error).message);
+        await reporter?.end("failed", null, (error as Error).message);
         throw error;
     } finally {
         await recordJudge.dispose(); // also when moderateFile refused the run before it began

@@ -6,9 +6,10 @@ import type {ConnectionOptions} from "bullmq";
 import {Redis} from "ioredis";
 import {readGguf} from "../../gguf/index.js";
 import {readGuardVariant} from "../gen/readGuardVariant.js";
+import {packageVersion} from "../native/runtimeInfo.js";
 import {defaultHeadPath} from "../stream/StreamGuard.js";
 
-/** Queue names start with this, then the model key: each model has its own queue, so workers never mix models. */
+/** Queue names start with this, then the minor version and the model key: workers never mix models or versions. */
 export const QUEUE_PREFIX = "qwenguard-batch";
 
 /** A checked `redis://HOST:PORT[/DB]` (or `rediss://` for TLS) and the connection options BullMQ takes. */
@@ -78,9 +79,17 @@ function fingerprintFile(file: string, hash: Hash): void {
     }
 }
 
-/** The queue of a model. */
+/**
+ * The queue of a model for this qwenguard minor version: workers of another version never take the run's chunks
+ * (they would refuse them, and the chunks would fail), and a coordinator whose version no worker runs says so.
+ */
 export function queueName(key: string): string {
-    return `${QUEUE_PREFIX}-${key}`;
+    return `${QUEUE_PREFIX}-${minorVersion(packageVersion())}-${key}`;
+}
+
+/** `0.1.3` → `0.1`: versions that write the same output. */
+export function minorVersion(version: string): string {
+    return version.split(".").slice(0, 2).join(".");
 }
 
 /**

@@ -96,27 +96,42 @@ async function listWorkers(client: Redis): Promise<QueueWorkerGroup[]> {
     return [...groups.values()];
 }
 
-/** Writes a coordinator's run status to Redis as the run goes (at most every 2 s) and when it ends. */
+/**
+ * Writes a coordinator's run status to Redis every 2 s while the run lasts (also while no verdict comes back: that
+ * is how `--status` tells a waiting run from a dead one) and when it ends.
+ */
 export class RunReporter {
-    private lastWrite = 0;
+    private readonly heartbeat: NodeJS.Timeout;
 
-    private constructor(private readonly client: Redis, private readonly run: QueueRun) {}
+    private constructor(private readonly client: Redis, private readonly run: QueueRun, private readonly chunks: () => QueueChunkCounts) {
+        this.heartbeat = setInterval(() => {
+            this.run.chunks = {...this.chunks()};
+            void this.write().catch(() => undefined);
+        }, REPORT_INTERVAL_MS);
+        this.heartbeat.unref();
+    }
 
     /** Registers the run as running (and forgets runs finished over a week ago). */
-    static async open(target: QueueTarget, run: Omit<QueueRun, "coordinator" | "state" | "started" | "updated" | "progress">): Promise<RunReporter> {
+    static async open(target: QueueTarget, run: Omit<QueueRun, "coordinator" | "state" | "started" | "updated" | "progress" | "chunks">,
+        chunks: () => QueueChunkCounts): Promise<RunReporter> {
         const client = statusClient(target);
-        await client.connect();
-        const now = new Date().toISOString();
-        const reporter = new RunReporter(client, {...run, coordinator: {host: os.hostname(), pid: process.pid}, state: "running",
-            started: now, updated: now, progress: null});
-        const old = Object.entries(await client.hgetall(RUNS_KEY)).filter(([, json]) => {
-            const other = parseRun(json);
-            return other == null || (other.state !== "running" && Date.now() - Date.parse(other.updated) > KEEP_FINISHED_MS);
-        });
-        if (old.length > 0)
-            await client.hdel(RUNS_KEY, ...old.map(([runId]) => runId));
-        await reporter.write();
-        return reporter;
+        try {
+            await client.connect();
+            const old = Object.entries(await client.hgetall(RUNS_KEY)).filter(([, json]) => {
+                const other = parseRun(json);
+                return other == null || (other.state !== "running" && Date.now() - Date.parse(other.updated) > KEEP_FINISHED_MS);
+            });
+            if (old.length > 0)
+                await client.hdel(RUNS_KEY, ...old.map(([runId]) => runId));
+            const now = new Date().toISOString();
+            const entry: QueueRun = {...run, coordinator: {host: os.hostname(), pid: process.pid}, state: "running", started: now, updated: now,
+                chunks: {...chunks()}, progress: null};
+            await client.hset(RUNS_KEY, run.runId, JSON.stringify(entry));
+            return new RunReporter(client, entry, chunks);
+        } catch (error) {
+            client.disconnect();
+            throw new Error(`Cannot register the run on Redis at ${target.display}: ${(error as Error).message}`);
+        }
     }
 
     /** The workers on other models' queues (for the coordinator's warning when none serves its own). */
@@ -124,41 +139,39 @@ export class RunReporter {
         return (await listWorkers(this.client)).filter((group) => group.queue !== this.run.queue);
     }
 
-    progress(progress: BatchProgress, chunks: QueueChunkCounts): void {
-        if (performance.now() - this.lastWrite < REPORT_INTERVAL_MS)
-            return;
-        this.update(progress, chunks);
-        void this.write().catch(() => undefined);
+    /** The run's latest progress, written with the next heartbeat. */
+    progress(progress: BatchProgress): void {
+        const {counts, processed, resumed, bytesRead, totalBytes, recordsPerSecond, etaSeconds} = progress;
+        this.run.progress = {counts, processed, resumed, bytesRead, totalBytes, recordsPerSecond, etaSeconds};
     }
 
     /** The last word: how the run ended. Never waits long for a Redis that is away. */
-    async end(state: Exclude<QueueRunState, "running">, progress: BatchProgress | null, chunks: QueueChunkCounts, error?: string): Promise<void> {
+    async end(state: Exclude<QueueRunState, "running">, progress: BatchProgress | null, error?: string): Promise<void> {
+        clearInterval(this.heartbeat);
         this.run.state = state;
+        this.run.chunks = {...this.chunks()};
         if (progress != null)
-            this.update(progress, chunks);
+            this.progress(progress);
         if (error != null)
             this.run.error = error;
         await Promise.race([this.write().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 3000).unref())]);
         this.client.disconnect();
     }
 
-    private update(progress: BatchProgress, chunks: QueueChunkCounts): void {
-        const {counts, processed, resumed, bytesRead, totalBytes, recordsPerSecond, etaSeconds} = progress;
-        this.run.progress = {counts, processed, resumed, bytesRead, totalBytes, recordsPerSecond, etaSeconds};
-        this.run.chunks = {...chunks};
-    }
-
     private async write(): Promise<void> {
-        this.lastWrite = performance.now();
         this.run.updated = new Date().toISOString();
         await this.client.hset(RUNS_KEY, this.run.runId, JSON.stringify(this.run));
     }
 }
 
+/** A run entry as a coordinator of this version writes it, or null (another version's, or not one). */
 function parseRun(json: string): QueueRun | null {
     try {
-        const run = JSON.parse(json) as QueueRun;
-        return typeof run === "object" && run != null && typeof run.runId === "string" && typeof run.updated === "string" ? run : null;
+        const run = JSON.parse(json) as Partial<QueueRun> | null;
+        const valid = run != null && typeof run === "object" && typeof run.runId === "string" && typeof run.updated === "string" &&
+            typeof run.state === "string" && typeof run.input === "string" && typeof run.output === "string" && typeof run.queue === "string" &&
+            run.chunks != null && typeof run.chunks === "object" && run.coordinator != null && typeof run.coordinator === "object";
+        return valid ? run as QueueRun : null;
     } catch {
         return null;
     }
@@ -190,9 +203,15 @@ export async function queueRunStatus(queue: string, filter: {input?: string, out
             const queue = new Queue(name, {connection: target.connection});
             queue.on("error", () => {});
             try {
-                jobs.set(name, await queue.getJobCounts("waiting", "active", "delayed", "completed", "failed"));
+                // BullMQ's connection would wait for a Redis that went away meanwhile: the status does not
+                const counts = await Promise.race([queue.getJobCounts("waiting", "active", "delayed", "completed", "failed"),
+                    new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000).unref())]);
+                if (counts == null)
+                    throw new Error(`Redis at ${target.display} stopped answering`);
+                jobs.set(name, counts);
             } finally {
-                await queue.close();
+                await Promise.race([queue.close(), new Promise((resolve) => setTimeout(resolve, 3000).unref())]);
+                await queue.disconnect().catch(() => undefined);
             }
         }
         const now = Date.now();

@@ -9,7 +9,7 @@ import {mapInOrder} from "../moderation/mapInOrder.js";
 import {packageVersion} from "../native/runtimeInfo.js";
 import {integerOption, stringOption} from "../options.js";
 import type {ChunkJobData, ChunkJobResult} from "./QueueJudge.js";
-import {assertReachable, guardKey, parseQueueUrl, queueName} from "./queueConnection.js";
+import {assertReachable, guardKey, minorVersion, parseQueueUrl, queueName} from "./queueConnection.js";
 import {workerName} from "./runRegistry.js";
 
 export interface QueueWorkerOptions extends Pick<JudgeOptions, "model" | "head" | "concurrency" | "threads" | "contextSize" | "gpu" | "onWarning"> {
@@ -62,8 +62,13 @@ export async function startQueueWorker(options: QueueWorkerOptions): Promise<Que
                 ms: 0, error: error.message});
     });
     worker.on("error", (error) => options.onWarning?.(`queue ${target.display}: ${error.message}`));
-    void worker.run();
-    await worker.waitUntilReady();
+    try {
+        await worker.waitUntilReady();
+    } catch (error) {
+        await Promise.allSettled([worker.close(), judge.dispose()]);
+        throw error;
+    }
+    void worker.run().catch((error: Error) => options.onWarning?.(`queue ${target.display}: the worker stopped: ${error.message}`));
     let closing: Promise<void> | null = null;
     return {
         queue: worker.name,
@@ -119,7 +124,3 @@ function checkChunkJob(data: unknown, id: string | undefined): ChunkJobData {
     return chunk as ChunkJobData;
 }
 
-/** `0.1.3` → `0.1`: versions that write the same output. */
-function minorVersion(version: string): string {
-    return version.split(".").slice(0, 2).join(".");
-}

@@ -31,7 +31,8 @@ export function textParts(deltas: readonly string[], finish: "stop" | "length" =
 /**
  * A model that answers with scripted parts: `stream` one every `delayMs` (a part that is an Error makes the stream
  * fail there), `generate` as its content. With `holdOpen` the timed stream stays open after its parts until it is
- * cancelled, as a server's does while it is still generating (so a test of the cancel does not race its close).
+ * cancelled (or 10 s have passed), as a server's does while it is still generating (so a test of the cancel does not
+ * race its close).
  */
 export function scriptedModel(script: {stream?: ReadonlyArray<LanguageModelV4StreamPart | Error>, generate?: LanguageModelV4Content[], delayMs?: number,
     holdOpen?: boolean}):
@@ -60,8 +61,8 @@ export function scriptedModel(script: {stream?: ReadonlyArray<LanguageModelV4Str
                         if (script.delayMs == null)
                             return;
                         parts.forEach((part, index) => timers.push(setTimeout(() => emit(controller, part), (index + 1) * script.delayMs!)));
-                        if (script.holdOpen !== true)
-                            timers.push(setTimeout(() => controller.close(), (parts.length + 1) * script.delayMs));
+                        // held open, it still ends after 10 s: a cancel that never comes fails its test instead of hanging it
+                        timers.push(setTimeout(() => controller.close(), script.holdOpen === true ? 10_000 : (parts.length + 1) * script.delayMs));
                     },
                     pull(controller) {
                         if (script.delayMs != null)

@@ -108,8 +108,9 @@ t.test("the coordinator killed -9: the rerun collects the chunks already judged 
     t.equal(again.status, 0, again.stderr);
     t.equal(sameResults(readJsonl(output), expected), null, "every record exactly once, the local verdicts");
     const judgedAfter = (one.log().match(/chunk \d+: \d+ records/g) ?? []).length;
-    t.ok(judgedAfter - judgedBefore < Math.ceil(300 / 16), `the rerun judged ${judgedAfter - judgedBefore} chunks, not all of them again`);
-    t.ok(judgedAfter <= Math.ceil(300 / 16) + 1, `${judgedAfter} chunks judged in all for ${Math.ceil(300 / 16)}`);
+    // each chunk judged once (the one cut by the kill may be judged twice: whole, and its rest): what the first run's
+    // worker judged ahead of the output was collected, not judged again
+    t.ok(judgedAfter <= Math.ceil(300 / 16) + 1, `${judgedAfter} chunks judged in all for ${Math.ceil(300 / 16)} (${judgedBefore} before the kill)`);
 });
 
 t.test("Redis restarted mid-run (append-only file on): the run continues after reconnecting", async (t) => {

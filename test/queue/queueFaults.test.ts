@@ -50,6 +50,24 @@ t.teardown(async () => {
 });
 await crashing.waitUntilReady();
 
+t.test("batch --status and --queue: usage errors", async (t) => {
+    const table: Array<[string[], RegExp]> = [
+        [["batch", "--status"], /--status shows the runs on a queue: pass --queue redis:\/\/HOST:PORT\[\/DB\]/],
+        [["batch", input, "-o", path.join(dir, "x.jsonl"), "--queue", redis.url, "-c", "4", "-t", "2"],
+            /--concurrency, --threads set how this machine judges, and with --queue the workers judge: pass it to qwenguard worker/],
+        [["batch", input, "-o", path.join(dir, "x.jsonl"), "--chunk-size", "8"], /--chunk-size applies to --queue runs/],
+        [["batch", input, "-o", path.join(dir, "x.jsonl"), "--chunk-size", "8", "--chunks-in-flight", "2"], /--chunk-size and --chunks-in-flight apply to --queue runs/],
+        [["batch", "--status", "--queue", redis.url, "-m", "gen-0.6b", "--shard", "1/2"], /--status shows runs and takes --queue, -o and --json only, not --model, --shard/],
+        [["batch", input, "-o", path.join(dir, "x.jsonl"), "--queue", redis.url, "--chunk-size", "0"], /Expected a positive integer for --chunk-size but received "0"/],
+        [["batch", input], /Expected -o OUTPUT: the JSONL file the verdicts go to/]
+    ];
+    for (const [args, message] of table) {
+        const run = await runCli(args);
+        t.equal(run.status, 2, args.join(" "));
+        t.match(run.stderr, message, args.join(" "));
+    }
+});
+
 t.test("a chunk that keeps failing is retried with backoff, then its records are error lines and the run goes on", async (t) => {
     const output = path.join(dir, "failing.jsonl");
     const summary = await moderateFileOnQueue(input, output, {model: gen, queue: redis.url, chunkSize: 16});
@@ -86,6 +104,35 @@ t.test("a shard's chunks are cut from its own records: shard 1/2 of 39 records i
     t.match((await queueRunStatus(redis.url, {output})).runs, [{state: "complete", chunks: {done: 1, failed: 0}}]);
 });
 
+t.test("a rerun never collects an old job that holds only part of its chunk: the records it lacks are judged", async (t) => {
+    const output = path.join(dir, "partial.jsonl");
+    const first = await moderateFileOnQueue(input, output, {model: gen, queue: redis.url, chunkSize: 16, limit: 10});
+    t.equal(first.processed, 10);
+    const [{runId}] = (await queueRunStatus(redis.url, {output})).runs;
+    // what a run killed before its last checkpoint leaves: chunk 0 under its whole-chunk id, holding lines 1…5 only
+    const stale = await genQueue.add("chunk", {version: packageVersion(), runId, chunk: 0, modelKey: genKey, settings: {},
+        records: [1, 2, 3, 4, 5].map((line) => ({line, messages: [{role: "user", content: "Hello"}]}))}, {jobId: `${runId}-0`});
+    await stale.waitUntilFinished(events);
+    const summary = await moderateFileOnQueue(input, output, {model: gen, queue: redis.url, chunkSize: 16});
+    t.equal(summary.complete, true);
+    const lines = readJsonl(output);
+    t.same(lines.filter((line) => /no verdict/.test(String(line.error))), [], "no record left without a verdict");
+    const failedLines = new Set(lines.filter((line) => String(line.error).startsWith("Chunk 1 ")).map((line) => line.line));
+    t.equal(sameResults(lines.filter((line) => !failedLines.has(line.line)), expected.filter((line) => !failedLines.has(line.line))), null,
+        "chunk 0's other records judged, every record once");
+});
+
+t.test("a run that stops at a bad record (--strict) or with one chunk in flight ends: nothing held back waits forever", async (t) => {
+    await t.rejects(moderateFileOnQueue(input, path.join(dir, "strict.jsonl"), {model: gen, queue: redis.url, chunkSize: 16, strict: true}),
+        {name: "BatchRecordError", message: /^Line 17: /}, "the first bad record stops it");
+    // chunk 0 is records 0…16, and its last (line 17) is not JSON: the next chunk's first record must still be read
+    const summary = await moderateFileOnQueue(input, path.join(dir, "one-in-flight.jsonl"), {model: gen, queue: redis.url, chunkSize: 17, chunksInFlight: 1});
+    t.equal(summary.complete, true);
+    t.equal(summary.processed, expected.length);
+    await t.rejects(moderateFileOnQueue(input, path.join(dir, "never.jsonl"), {model: gen, queue: redis.url, threads: 2} as never),
+        {name: "TypeError", message: /^"threads" sets how a machine judges, and on a queue the workers judge: give it to startQueueWorker/});
+});
+
 t.test("a worker refuses, at once and saying why, jobs of another version, of another model, or that are not chunks", async (t) => {
     const base: ChunkJobData = {version: packageVersion(), runId: "feedfacefeedface", chunk: 7, modelKey: genKey, settings: {},
         records: [{line: 1, messages: [{role: "user", content: "Hello"}]}]};
@@ -114,7 +161,7 @@ t.test("a run whose model no worker serves: the warning names the models that ar
     for (let waited = 0; waited < 20_000 && warnings.length === 0; waited += 50)
         await sleep(50);
     t.match(warnings, [new RegExp(`^No worker serves ${path.basename(stream).replace(/\./g, "\\.")} on redis://127\\.0\\.0\\.1:${redis.port} yet ` +
-        `\\(queue qwenguard-batch-[0-9a-f]{16}\\): the chunks wait until one starts .*Workers there serve other models, whose verdicts are never mixed ` +
+        `\\(queue qwenguard-batch-\\d+\\.\\d+-[0-9a-f]{16}\\): the chunks wait until one starts .*Workers there serve other models or versions, whose verdicts are never mixed ` +
         `into this run: ${path.basename(gen).replace(/\./g, "\\.")} \\(1 on ${queueName(genKey)}\\)$`)]);
     const waiting = (await queueRunStatus(redis.url, {output})).runs;
     t.match(waiting, [{state: "running", workers: 0}], "--status shows it running with no worker");
@@ -123,7 +170,7 @@ t.test("a run whose model no worker serves: the warning names the models that ar
     t.equal(cli.status, 0, cli.stderr);
     t.match(cli.stdout, new RegExp(`^run [0-9a-f]{16}  running  \\(coordinator .+:\\d+, started .+, heard \\d+s ago\\)\n` +
         `  input     ${input.replace(/[.]/g, "\\.")}\n  output    ${output.replace(/[.]/g, "\\.")}\n` +
-        `  model     ${path.basename(stream).replace(/\./g, "\\.")} \\(queue qwenguard-batch-[0-9a-f]{16}: 0 workers now\\)\n`));
+        `  model     ${path.basename(stream).replace(/\./g, "\\.")} \\(queue qwenguard-batch-\\d+\\.\\d+-[0-9a-f]{16}: 0 workers now\\)\n`));
     t.match(cli.stdout, new RegExp(`\nWorkers on redis://127\\.0\\.0\\.1:${redis.port} now: 1 × ${path.basename(gen).replace(/\./g, "\\.")} \\(${queueName(genKey)}\\)\n$`));
 
     const streamWorker = await startQueueWorker({queue: redis.url, model: stream, threads: 1, contextSize: 1024});
@@ -132,19 +179,4 @@ t.test("a run whose model no worker serves: the warning names the models that ar
     t.equal(summary.complete, true);
     t.equal(readJsonl(output).length, expected.length, "every record once");
     t.match((await queueRunStatus(redis.url, {output})).runs, [{state: "complete", workers: 1, progress: {counts: {records: expected.length}}}]);
-});
-
-t.test("batch --status and --queue: usage errors", async (t) => {
-    const table: Array<[string[], RegExp]> = [
-        [["batch", "--status"], /--status shows the runs on a queue: pass --queue redis:\/\/HOST:PORT\[\/DB\]/],
-        [["batch", input, "-o", path.join(dir, "x.jsonl"), "--queue", redis.url, "-c", "4", "-t", "2"],
-            /--concurrency, --threads set how this machine judges, and with --queue the workers judge: pass it to qwenguard worker/],
-        [["batch", input, "-o", path.join(dir, "x.jsonl"), "--chunk-size", "8"], /--chunk-size applies to --queue runs/],
-        [["batch", input], /Expected -o OUTPUT: the JSONL file the verdicts go to/]
-    ];
-    for (const [args, message] of table) {
-        const run = await runCli(args);
-        t.equal(run.status, 2, args.join(" "));
-        t.match(run.stderr, message, args.join(" "));
-    }
 });

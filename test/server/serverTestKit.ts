@@ -187,7 +187,7 @@ export function contentChunk(content: string, index = 0, finishReason: string | 
 
 /**
  * Writes server-sent events for the chunks (one per `delayMs`), then `[DONE]` unless told not to. With `holdOpen` the
- * answer is left open after them, as a server's that is still generating (until the client or the test closes it).
+ * answer is left open after them, as a server's that is still generating (until the client closes it, or for 10 s).
  */
 export async function writeSse(response: http.ServerResponse, chunks: readonly object[], options: {delayMs?: number, done?: boolean, holdOpen?: boolean} = {}): Promise<void> {
     response.writeHead(200, {"content-type": "text/event-stream"});
@@ -198,8 +198,11 @@ export async function writeSse(response: http.ServerResponse, chunks: readonly o
         if (options.delayMs != null)
             await new Promise((resolve) => setTimeout(resolve, options.delayMs));
     }
-    if (options.holdOpen === true)
+    if (options.holdOpen === true) {
+        // it still ends after 10 s: a client that never closes it fails its test instead of hanging it
+        setTimeout(() => response.end(), 10_000).unref();
         return;
+    }
     if (options.done !== false)
         response.write("data: [DONE]\n\n");
     response.end();
