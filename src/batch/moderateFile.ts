@@ -4,6 +4,7 @@ import {resolveGenPolicy} from "../gen/genPolicy.js";
 import {Judge} from "../moderation/Judge.js";
 import type {JudgeOptions} from "../moderation/Judge.js";
 import {mapInOrder} from "../moderation/mapInOrder.js";
+import {lockOutput} from "./outputLock.js";
 import {resolveModel} from "../hub/resolveModel.js";
 import {integerOption, oneOfOption, stringOption} from "../options.js";
 import {packageVersion} from "../native/runtimeInfo.js";
@@ -42,7 +43,9 @@ export interface ModerateFileOptions extends JudgeOptions {
     /** @internal Per-record hooks: more fields read, the conversation chosen, more fields written (what `evaluateFile` adds). */
     annotate?: RecordAnnotator,
     /** @internal Judges the records instead of a local Judge (a queue of workers: see moderateFileOnQueue); freed at the end. */
-    recordJudge?: RecordJudge
+    recordJudge?: RecordJudge,
+    /** @internal How long to wait for another run's lock on the output (ms); default 15 s. */
+    lockWaitMs?: number
 }
 
 /** @internal What judges a run's records: a local {@link Judge}, or workers behind a queue. */
@@ -187,153 +190,163 @@ export async function moderateFile(input: string, output: string, options: Moder
         ...(annotate != null ? {annotate: annotate.settings} : {})
     };
 
-    // resume: the output so far (torn last line cut off) and its counts; the errors file is rebuilt from it
-    let resumeAfter = 0;
-    let tally = new BatchTally();
-    let repairedBytes = 0;
-    // an empty output without a checkpoint holds nothing to keep (the checkpoint is written before the output is created)
-    const resuming = existsSync(output) && options.overwrite !== true && !(statSync(output).size === 0 && !existsSync(checkpointFile));
-    if (resuming) {
-        const checkpoint = readCheckpoint(checkpointFile, output);
-        const mismatched = (Object.keys(settings) as Array<keyof RunSettings>)
-            .filter((key) => JSON.stringify(settings[key]) !== JSON.stringify(checkpoint.settings[key]));
-        if (mismatched.length > 0)
-            throw new BatchOutputError(`${output} was written with other settings (${mismatched.map((key) =>
-                `${key}: ${JSON.stringify(checkpoint.settings[key])} then, ${JSON.stringify(settings[key])} now`).join("; ")}): ` +
-                "rerun with the same settings to resume, or pass --overwrite to start again");
-    }
-    const totalBytes = statSync(input).size;
-    if (options.recordJudge != null && annotate != null)
-        throw new TypeError("An evaluation runs on a local judge, not on a queue");
-    const localJudge = options.recordJudge == null ? await Judge.open({...options, model}) : null;
-    const judge = options.recordJudge ?? localRecordJudge(localJudge!);
-    let errs = -1;
-    let out = -1;
-    const write = (fd: number, text: string) => writeAll(fd, text);
-    let resumed = 0;
+    // one run per output at a time, on this machine or any that shares its volume
+    const lock = await lockOutput(output, (message) => (options.onWarning ?? ((text: string) => process.emitWarning(text)))(message),
+        (message) => new BatchOutputError(message), options.lockWaitMs);
     try {
-        errs = openSync(errorsFile, "w");
+        // resume: the output so far (torn last line cut off) and its counts; the errors file is rebuilt from it
+        let resumeAfter = 0;
+        let tally = new BatchTally();
+        let repairedBytes = 0;
+        // an empty output without a checkpoint holds nothing to keep (the checkpoint is written before the output is created)
+        const resuming = existsSync(output) && options.overwrite !== true && !(statSync(output).size === 0 && !existsSync(checkpointFile));
         if (resuming) {
-            const scanned = await scanOutput(output, (text, line) => {
-                if (line.error != null)
-                    write(errs, text + "\n");
-            });
-            resumeAfter = scanned.lastLine;
-            tally = scanned.tally;
-            repairedBytes = scanned.truncatedBytes;
-        } else {
-            // the checkpoint first: an output never exists without one saying which run it belongs to
-            writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete: false, lastLine: 0,
-                counts: tally.snapshot(), updated: new Date().toISOString()});
+            const checkpoint = readCheckpoint(checkpointFile, output);
+            const mismatched = (Object.keys(settings) as Array<keyof RunSettings>)
+                .filter((key) => JSON.stringify(settings[key]) !== JSON.stringify(checkpoint.settings[key]));
+            if (mismatched.length > 0)
+                throw new BatchOutputError(`${output} was written with other settings (${mismatched.map((key) =>
+                    `${key}: ${JSON.stringify(checkpoint.settings[key])} then, ${JSON.stringify(settings[key])} now`).join("; ")}): ` +
+                    "rerun with the same settings to resume, or pass --overwrite to start again");
         }
-        resumed = tally.records;
-        out = openSync(output, resumeAfter > 0 ? "a" : "w");
-    } catch (error) {
-        for (const fd of [errs, out])
-            if (fd >= 0)
-                closeSync(fd);
-        await judge.dispose();
-        throw error;
-    }
-    const start = performance.now();
-    let bytesRead = 0;
-    let skippedBytes = 0;
-    let processed = 0;
-    let blankLines = 0;
-    let lastLine = resumeAfter;
-    let lastCheckpoint = start;
-    let complete = false;
-
-    const progress = (): BatchProgress => {
-        const elapsedMs = performance.now() - start;
-        const seconds = elapsedMs / 1000;
-        const rate = processed / Math.max(seconds, 1e-9);
-        const bytesPerSecond = (bytesRead - skippedBytes) / Math.max(seconds, 1e-9);
-        return {counts: tally.snapshot(), processed, resumed, bytesRead, totalBytes, elapsedMs,
-            recordsPerSecond: processed > 0 ? rate : 0, tokensPerSecond: processed > 0 ? tally.tokens / Math.max(seconds, 1e-9) : 0,
-            etaSeconds: bytesRead > skippedBytes && processed > 0 ? Math.max(0, (totalBytes - bytesRead) / bytesPerSecond) : null};
-    };
-    const checkpoint = () => {
-        fsyncSync(out);
-        fsyncSync(errs);
-        writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete, lastLine,
-            counts: tally.snapshot(), updated: new Date().toISOString()});
-        lastCheckpoint = performance.now();
-        judge.checkpointed?.(lastLine);
-    };
-
-    try {
-        checkpoint(); // the checkpoint exists before the first new line does
-
-        let selected = 0;
-        let limitReached = false;
-        let inputDone = false;
-        let yielded = 0;
-        async function* todo(): AsyncGenerator<InputRecord> {
-            for await (const record of readRecords(input, {format, columns: options.columns, maxRecordBytes, onBlankLine: () => blankLines++,
-                ...(annotate != null ? {carry: annotate.carry} : {})})) {
-                if (shard != null && record.index % shard.count !== shard.index - 1)
-                    continue;
-                if (selected >= limit) {
-                    limitReached = true;
-                    judge.flush();
-                    return;
-                }
-                selected++;
-                if (record.line <= resumeAfter) {
-                    skippedBytes = record.end;
-                } else {
-                    yielded++;
-                    yield record;
-                }
-            }
-            inputDone = true;
-            judge.flush();
-        }
-        type Judged = ItemOutcome & {record: InputRecord, extra?: Record<string, unknown> | null};
-        const records = mapInOrder(todo(), judge.inFlight, async (record): Promise<Judged> => {
-            if (record.error != null)
-                return {record, error: record.error, tokens: 0};
-            const prepared = annotate != null ? annotate.prepare(record) : {messages: record.messages!};
-            if ("error" in prepared)
-                return {record, error: prepared.error, tokens: 0};
-            const outcome = await judge.judgeRecord(record, prepared.messages);
-            return {record, ...outcome, extra: annotate != null && outcome.result != null ? annotate.fields(record, outcome, localJudge!) : null};
-        }, options.signal, () => judge.flush()); // a run that fails: what the judge holds back is judged, so it can end
-        options.signal?.addEventListener("abort", () => judge.flush(), {once: true}); // records held back are judged and written
-
-        for await (const {record, result, error, tokens: used, extra} of records) {
-            if (error != null && options.strict === true)
-                throw new BatchRecordError(record.line, error);
-            const head = {line: record.line, ...(record.id != null ? {id: record.id} : {})};
-            const text = JSON.stringify(error != null ? {...head, error} : {...head, ...result, ...extra});
-            write(out, text + "\n");
-            if (error != null)
-                write(errs, text + "\n");
-            tally.add(error != null ? {error} : result!, used);
-            processed++;
-            lastLine = record.line;
-            bytesRead = record.end;
-            if (performance.now() - lastCheckpoint >= interval)
-                checkpoint();
-            options.onProgress?.(progress());
-        }
-        // complete when every record read was written, even if an abort came after the last one
-        complete = (inputDone || limitReached) && processed === yielded;
-        if (complete)
-            bytesRead = totalBytes;
-    } finally {
+        const totalBytes = statSync(input).size;
+        if (options.recordJudge != null && annotate != null)
+            throw new TypeError("An evaluation runs on a local judge, not on a queue");
+        const localJudge = options.recordJudge == null ? await Judge.open({...options, model}) : null;
+        const judge = options.recordJudge ?? localRecordJudge(localJudge!);
+        let errs = -1;
+        let out = -1;
+        const write = (fd: number, text: string) => writeAll(fd, text);
+        let resumed = 0;
         try {
-            checkpoint();
-        } finally {
-            closeSync(out);
-            closeSync(errs);
+            errs = openSync(errorsFile, "w");
+            if (resuming) {
+                const scanned = await scanOutput(output, (text, line) => {
+                    if (line.error != null)
+                        write(errs, text + "\n");
+                });
+                resumeAfter = scanned.lastLine;
+                tally = scanned.tally;
+                repairedBytes = scanned.truncatedBytes;
+            } else {
+                // the checkpoint first: an output never exists without one saying which run it belongs to
+                writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete: false, lastLine: 0,
+                    counts: tally.snapshot(), updated: new Date().toISOString()});
+            }
+            resumed = tally.records;
+            out = openSync(output, resumeAfter > 0 ? "a" : "w");
+        } catch (error) {
+            for (const fd of [errs, out])
+                if (fd >= 0)
+                    closeSync(fd);
             await judge.dispose();
+            throw error;
         }
+        const start = performance.now();
+        let bytesRead = 0;
+        let skippedBytes = 0;
+        let processed = 0;
+        let blankLines = 0;
+        let lastLine = resumeAfter;
+        let lastCheckpoint = start;
+        let complete = false;
+
+        const progress = (): BatchProgress => {
+            const elapsedMs = performance.now() - start;
+            const seconds = elapsedMs / 1000;
+            const rate = processed / Math.max(seconds, 1e-9);
+            const bytesPerSecond = (bytesRead - skippedBytes) / Math.max(seconds, 1e-9);
+            return {counts: tally.snapshot(), processed, resumed, bytesRead, totalBytes, elapsedMs,
+                recordsPerSecond: processed > 0 ? rate : 0, tokensPerSecond: processed > 0 ? tally.tokens / Math.max(seconds, 1e-9) : 0,
+                etaSeconds: bytesRead > skippedBytes && processed > 0 ? Math.max(0, (totalBytes - bytesRead) / bytesPerSecond) : null};
+        };
+        const checkpoint = () => {
+            fsyncSync(out);
+            fsyncSync(errs);
+            writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete, lastLine,
+                counts: tally.snapshot(), updated: new Date().toISOString()});
+            lastCheckpoint = performance.now();
+            judge.checkpointed?.(lastLine);
+        };
+
+        try {
+            checkpoint(); // the checkpoint exists before the first new line does
+
+            let selected = 0;
+            let limitReached = false;
+            let inputDone = false;
+            let yielded = 0;
+            async function* todo(): AsyncGenerator<InputRecord> {
+                for await (const record of readRecords(input, {format, columns: options.columns, maxRecordBytes, onBlankLine: () => blankLines++,
+                    ...(annotate != null ? {carry: annotate.carry} : {})})) {
+                    if (shard != null && record.index % shard.count !== shard.index - 1)
+                        continue;
+                    if (selected >= limit) {
+                        limitReached = true;
+                        judge.flush();
+                        return;
+                    }
+                    selected++;
+                    if (record.line <= resumeAfter) {
+                        skippedBytes = record.end;
+                    } else {
+                        yielded++;
+                        yield record;
+                    }
+                }
+                inputDone = true;
+                judge.flush();
+            }
+            type Judged = ItemOutcome & {record: InputRecord, extra?: Record<string, unknown> | null};
+            const records = mapInOrder(todo(), judge.inFlight, async (record): Promise<Judged> => {
+                if (record.error != null)
+                    return {record, error: record.error, tokens: 0};
+                const prepared = annotate != null ? annotate.prepare(record) : {messages: record.messages!};
+                if ("error" in prepared)
+                    return {record, error: prepared.error, tokens: 0};
+                const outcome = await judge.judgeRecord(record, prepared.messages);
+                return {record, ...outcome, extra: annotate != null && outcome.result != null ? annotate.fields(record, outcome, localJudge!) : null};
+            }, options.signal, () => judge.flush()); // a run that fails: what the judge holds back is judged, so it can end
+            options.signal?.addEventListener("abort", () => judge.flush(), {once: true}); // records held back are judged and written
+
+            for await (const {record, result, error, tokens: used, extra} of records) {
+                const lostLock = lock.lost();
+                if (lostLock != null)
+                    throw lostLock;
+                if (error != null && options.strict === true)
+                    throw new BatchRecordError(record.line, error);
+                const head = {line: record.line, ...(record.id != null ? {id: record.id} : {})};
+                const text = JSON.stringify(error != null ? {...head, error} : {...head, ...result, ...extra});
+                write(out, text + "\n");
+                if (error != null)
+                    write(errs, text + "\n");
+                tally.add(error != null ? {error} : result!, used);
+                processed++;
+                lastLine = record.line;
+                bytesRead = record.end;
+                if (performance.now() - lastCheckpoint >= interval)
+                    checkpoint();
+                options.onProgress?.(progress());
+            }
+            // complete when every record read was written, even if an abort came after the last one
+            complete = (inputDone || limitReached) && processed === yielded;
+            if (complete)
+                bytesRead = totalBytes;
+        } finally {
+            try {
+                checkpoint();
+            } finally {
+                closeSync(out);
+                closeSync(errs);
+                await judge.dispose();
+            }
+        }
+        const summary: BatchSummary = {...progress(), output, errorsFile, blankLines, repairedBytes, interrupted: !complete, complete};
+        options.onProgress?.(summary);
+        return summary;
+    } finally {
+        await lock.release();
     }
-    const summary: BatchSummary = {...progress(), output, errorsFile, blankLines, repairedBytes, interrupted: !complete, complete};
-    options.onProgress?.(summary);
-    return summary;
 }
 
 /** Writes all of `text` (writeSync may write less, e.g. on a full disk: the rest is retried, or the error thrown). */
