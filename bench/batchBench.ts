@@ -227,9 +227,10 @@ async function queueBench(): Promise<void> {
     // shows most; a model of a real size gives the records/s of a worker for the README's scaling model
     const kind = flag("--queue-model") ?? "tiny";
     const rounds = quick ? 1 : kind === "tiny" ? 3 : 1;
-    const records = quick ? 256 : kind === "tiny" ? 1024 : 64;
-    // two workers on these two cores only with the tiny model: at a real size they would split the same cores for an hour
-    const scaling = kind === "tiny";
+    const records = quick ? 128 : kind === "tiny" ? 1024 : 64;
+    // two workers on these two cores only with the tiny model (at a real size they would split the same cores for an
+    // hour), and not in a --quick smoke run
+    const scaling = kind === "tiny" && !quick;
     const chunkSize = 64;
     const model = kind === "tiny" ? await cachedConvertedFixture("tiny-gen", "q8_0") : (await prepareBenchModels(kind as BenchSize, {log})).stock;
     const input = path.join(dir, `queue-${records}.jsonl`);

@@ -5,6 +5,7 @@ import {Judge} from "../moderation/Judge.js";
 import type {JudgeOptions} from "../moderation/Judge.js";
 import {mapInOrder} from "../moderation/mapInOrder.js";
 import {lockOutput} from "./outputLock.js";
+import type {OutputLock} from "./outputLock.js";
 import {resolveModel} from "../hub/resolveModel.js";
 import {integerOption, oneOfOption, stringOption} from "../options.js";
 import {packageVersion} from "../native/runtimeInfo.js";
@@ -45,7 +46,9 @@ export interface ModerateFileOptions extends JudgeOptions {
     /** @internal Judges the records instead of a local Judge (a queue of workers: see moderateFileOnQueue); freed at the end. */
     recordJudge?: RecordJudge,
     /** @internal How long to wait for another run's lock on the output (ms); default 15 s. */
-    lockWaitMs?: number
+    lockWaitMs?: number,
+    /** @internal The output's lock, already held by the caller (a queue coordinator takes it before it registers). */
+    outputLock?: OutputLock
 }
 
 /** @internal What judges a run's records: a local {@link Judge}, or workers behind a queue. */
@@ -56,6 +59,10 @@ export interface RecordJudge {
     judgeRecord(record: InputRecord, messages: Message[]): Promise<ItemOutcome>,
     /** No more records come (the input ended, the limit was reached, or the run stops): judge what is held back. */
     flush(): void,
+    /** A record read that never reaches `judgeRecord` (not JSON, no user message…): it still counts in the input's order. */
+    skipped?(record: InputRecord): void,
+    /** The run failed and stops: settle every record in flight at once (their outcomes are not written). */
+    cancel?(): void,
     /** Every record up to input line `lastLine` is in the output, fsynced: what the judge kept for them may go. */
     checkpointed?(lastLine: number): void,
     dispose(): Promise<void>
@@ -191,7 +198,7 @@ export async function moderateFile(input: string, output: string, options: Moder
     };
 
     // one run per output at a time, on this machine or any that shares its volume
-    const lock = await lockOutput(output, (message) => (options.onWarning ?? ((text: string) => process.emitWarning(text)))(message),
+    const lock = options.outputLock ?? await lockOutput(output, (message) => (options.onWarning ?? ((text: string) => process.emitWarning(text)))(message),
         (message) => new BatchOutputError(message), options.lockWaitMs);
     try {
         // resume: the output so far (torn last line cut off) and its counts; the errors file is rebuilt from it
@@ -263,6 +270,8 @@ export async function moderateFile(input: string, output: string, options: Moder
         const checkpoint = () => {
             fsyncSync(out);
             fsyncSync(errs);
+            if (lock.lost() != null)
+                return; // the output is another run's now: its checkpoint is not this run's to write
             writeCheckpoint(checkpointFile, {tool: "qwenguard batch", version: packageVersion(), settings, complete, lastLine,
                 counts: tally.snapshot(), updated: new Date().toISOString()});
             lastCheckpoint = performance.now();
@@ -299,14 +308,24 @@ export async function moderateFile(input: string, output: string, options: Moder
             }
             type Judged = ItemOutcome & {record: InputRecord, extra?: Record<string, unknown> | null};
             const records = mapInOrder(todo(), judge.inFlight, async (record): Promise<Judged> => {
-                if (record.error != null)
+                if (record.error != null) {
+                    judge.skipped?.(record);
                     return {record, error: record.error, tokens: 0};
+                }
                 const prepared = annotate != null ? annotate.prepare(record) : {messages: record.messages!};
-                if ("error" in prepared)
+                if ("error" in prepared) {
+                    judge.skipped?.(record);
                     return {record, error: prepared.error, tokens: 0};
+                }
                 const outcome = await judge.judgeRecord(record, prepared.messages);
                 return {record, ...outcome, extra: annotate != null && outcome.result != null ? annotate.fields(record, outcome, localJudge!) : null};
-            }, options.signal, () => judge.flush()); // a run that fails: what the judge holds back is judged, so it can end
+            }, options.signal, () => {
+                // a run that fails: nothing held back waits for ever
+                if (judge.cancel != null)
+                    judge.cancel();
+                else
+                    judge.flush();
+            });
             options.signal?.addEventListener("abort", () => judge.flush(), {once: true}); // records held back are judged and written
 
             for await (const {record, result, error, tokens: used, extra} of records) {
@@ -345,7 +364,8 @@ export async function moderateFile(input: string, output: string, options: Moder
         options.onProgress?.(summary);
         return summary;
     } finally {
-        await lock.release();
+        if (options.outputLock == null)
+            await lock.release();
     }
 }
 

@@ -1,3 +1,5 @@
+import {existsSync} from "node:fs";
+import path from "node:path";
 import {setTimeout as sleep} from "node:timers/promises";
 import lockfile from "proper-lockfile";
 
@@ -23,12 +25,16 @@ export interface OutputLock {
  */
 export async function lockOutput(output: string, onWaiting: (message: string) => void, makeError: (message: string) => Error,
     waitMs = WAIT_MS): Promise<OutputLock> {
+    const folder = path.dirname(path.resolve(output));
+    if (!existsSync(folder))
+        throw makeError(`The folder of the output ${output} does not exist: create ${folder} first`);
     let lost: Error | null = null;
     const started = performance.now();
     for (let waiting = false; ; waiting = true) {
         try {
             const release = await lockfile.lock(output, {realpath: false, stale: STALE_MS, update: STALE_MS / 4,
-                onCompromised: (error) => void (lost = makeError(`Lost the lock of ${output} (${error.message}): another run took it over`))});
+                onCompromised: (error) => void (lost = makeError(`Lost the lock of ${output} (${error.message}): it went unrefreshed ` +
+                    "for 10 s (a stalled or suspended process) or another run took it; this run stops writing"))});
             return {lost: () => lost, release: () => release().catch(() => undefined)};
         } catch (error) {
             if ((error as NodeJS.ErrnoException).code !== "ELOCKED")

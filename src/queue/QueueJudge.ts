@@ -83,15 +83,15 @@ export class QueueJudge implements RecordJudge {
     /** Job ids of the chunks back, by the last input line they hold, until the checkpoint passes it. */
     private readonly finished: Array<{lastLine: number, jobId: string}> = [];
     private readonly removals = new Set<Promise<unknown>>();
+    private disposed: Promise<void> | null = null;
+    private cancelled = false;
     private readonly chunkSize: number;
     private readonly attempts: number;
 
     private constructor(private readonly queue: Queue, private readonly events: QueueEvents, private readonly options: QueueJudgeOptions) {
         this.chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
         this.attempts = options.attempts ?? 3;
-        // room for one chunk more than those out: the next chunk's first record is what submits a chunk whose last
-        // record was never judged (not JSON), so there must always be room to read it
-        this.inFlight = this.chunkSize * ((options.chunksInFlight ?? 8) + 1);
+        this.inFlight = this.chunkSize * (options.chunksInFlight ?? 8);
     }
 
     /**
@@ -113,7 +113,10 @@ export class QueueJudge implements RecordJudge {
         queue.on("error", warn);
         events.on("error", warn);
         try {
-            await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
+            const timeoutMs = options.connectTimeoutMs ?? 10_000;
+            const ready = Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
+            if (await Promise.race([ready.then(() => true), sleep(timeoutMs, undefined, {ref: false}).then(() => false)]) === false)
+                throw new Error(`Redis at ${options.target.display} stopped answering while the queue was being opened`);
             // enough chunks in flight to keep every worker there now busy, one waiting behind each
             const chunksInFlight = options.chunksInFlight ?? Math.max(8, 2 * (await queue.getWorkers()).length);
             return new QueueJudge(queue, events, {...options, chunksInFlight});
@@ -129,13 +132,7 @@ export class QueueJudge implements RecordJudge {
     }
 
     judgeRecord(record: InputRecord, messages: Message[]): Promise<ItemOutcome> {
-        // the record's place among the run's records (of its shard), the same on every run
-        const place = this.options.shard != null ? Math.floor(record.index / this.options.shard.count) : record.index;
-        const index = Math.floor(place / this.chunkSize);
-        // records arrive in input order: a record of chunk k means every earlier chunk is whole
-        for (const [other, chunk] of this.chunks)
-            if (other < index && !chunk.submitted)
-                this.submit(other, chunk);
+        const {place, index} = this.placeOf(record);
         let chunk = this.chunks.get(index);
         if (chunk == null) {
             chunk = {records: [], waiters: new Map(), submitted: false};
@@ -147,6 +144,23 @@ export class QueueJudge implements RecordJudge {
         if (place % this.chunkSize === this.chunkSize - 1)
             this.submit(index, pending);
         return outcome;
+    }
+
+    skipped(record: InputRecord): void {
+        // a record that is not judged still marks where its chunk ends: the chunk goes out without it
+        const {place, index} = this.placeOf(record);
+        const chunk = this.chunks.get(index);
+        if (chunk != null && !chunk.submitted && place % this.chunkSize === this.chunkSize - 1)
+            this.submit(index, chunk);
+    }
+
+    cancel(): void {
+        this.cancelled = true;
+        for (const chunk of this.chunks.values()) {
+            for (const resolve of chunk.waiters.values())
+                resolve({error: "The run stopped before this chunk came back", tokens: 0});
+            chunk.submitted = true;
+        }
     }
 
     flush(): void {
@@ -170,8 +184,24 @@ export class QueueJudge implements RecordJudge {
         }
     }
 
-    async dispose(): Promise<void> {
-        this.flush();
+    dispose(): Promise<void> {
+        return this.disposed ??= this.close();
+    }
+
+    /** Where a record lies in the run (of its shard, the same on every run) and its chunk; every earlier chunk is whole. */
+    private placeOf(record: InputRecord): {place: number, index: number} {
+        const place = this.options.shard != null ? Math.floor(record.index / this.options.shard.count) : record.index;
+        const index = Math.floor(place / this.chunkSize);
+        // records arrive in input order: a record of chunk k means every earlier chunk is whole
+        for (const [other, chunk] of this.chunks)
+            if (other < index && !chunk.submitted)
+                this.submit(other, chunk);
+        return {place, index};
+    }
+
+    private async close(): Promise<void> {
+        if (!this.cancelled)
+            this.flush();
         // BullMQ's connection waits for a Redis that is away: a run that is over does not (what is left costs memory)
         const removed = Promise.allSettled(this.removals);
         if (await Promise.race([removed.then(() => true), sleep(5000, undefined, {ref: false}).then(() => false)]) === false)
@@ -222,7 +252,7 @@ export class QueueJudge implements RecordJudge {
         } catch (error) {
             const job = added ? await Promise.race([this.queue.getJob(jobId).catch(() => undefined),
                 sleep(5000, undefined, {ref: false}).then(() => undefined)]) : undefined;
-            const tries = job?.attemptsMade ?? 0;
+            const tries = job?.attemptsMade ?? this.attempts;
             const reason = added ? `Chunk ${index} (job ${jobId}) failed after ${tries} ${tries === 1 ? "try" : "tries"}: ${(error as Error).message}`
                 : `Chunk ${index} could not be sent to the queue: ${(error as Error).message}`;
             outcomes = new Map(chunk.records.map(({line}) => [line, {error: reason, tokens: 0}]));
@@ -236,8 +266,10 @@ export class QueueJudge implements RecordJudge {
 }
 
 /** Closes BullMQ objects, waiting at most `ms` for a Redis that is away (then their connections are dropped). */
-async function closeWithin(closables: ReadonlyArray<Queue | QueueEvents>, ms: number): Promise<void> {
+export async function closeWithin(closables: ReadonlyArray<Queue | QueueEvents>, ms: number): Promise<void> {
     const closed = Promise.allSettled(closables.map((closable) => closable.close()));
     if (await Promise.race([closed.then(() => true), sleep(ms, undefined, {ref: false}).then(() => false)]) === false)
-        await Promise.allSettled(closables.map((closable) => closable.disconnect()));
+        // not awaited: a connection that is reconnecting never says it ended
+        for (const closable of closables)
+            void closable.disconnect().catch(() => undefined);
 }

@@ -4,6 +4,8 @@ import {moderateFile} from "../batch/moderateFile.js";
 import type {BatchSummary, ModerateFileOptions} from "../batch/moderateFile.js";
 import {resolveModel} from "../hub/resolveModel.js";
 import {integerOption, stringOption} from "../options.js";
+import {BatchOutputError} from "../batch/batchOutput.js";
+import {lockOutput} from "../batch/outputLock.js";
 import {QueueJudge} from "./QueueJudge.js";
 import {guardKey, parseQueueUrl, queueName} from "./queueConnection.js";
 import {RunReporter} from "./runRegistry.js";
@@ -58,30 +60,36 @@ export async function moderateFileOnQueue(input: string, output: string, options
         columns: options.columns ?? null, shard: options.shard ?? null, chunkSize
     })).digest("hex").slice(0, 16);
     const warn = options.onWarning ?? ((message: string) => process.emitWarning(message));
-    const recordJudge = await QueueJudge.open({target, queue, modelKey: key, runId, settings, chunkSize, shard: options.shard, chunksInFlight, attempts,
-        connectTimeoutMs: options.connectTimeoutMs, onWarning: warn});
-    let reporter: RunReporter | null = null;
+    // the output's lock before anything is registered: a second coordinator of the run must not touch its status
+    const lock = await lockOutput(output, warn, (message) => new BatchOutputError(message), options.lockWaitMs);
     try {
-        reporter = await RunReporter.open(target, {runId, input: path.resolve(input), output: path.resolve(output), model, modelKey: key, queue,
-            chunkSize}, () => recordJudge.counts);
-        if (await recordJudge.workerCount() === 0) {
-            const others = await reporter.otherWorkers();
-            warn(`No worker serves ${path.basename(model)} on ${target.display} yet (queue ${queue}): the chunks wait until one starts ` +
-                `(qwenguard worker --queue ${target.display} -m ${path.basename(model)})` + (others.length === 0 ? "" :
-                `. Workers there serve other models or versions, whose verdicts are never mixed into this run: ${
-                    others.map((group) => `${group.model} (${group.count} on ${group.queue})`).join(", ")}`));
+        const recordJudge = await QueueJudge.open({target, queue, modelKey: key, runId, settings, chunkSize, shard: options.shard, chunksInFlight,
+            attempts, connectTimeoutMs: options.connectTimeoutMs, onWarning: warn});
+        let reporter: RunReporter | null = null;
+        try {
+            reporter = await RunReporter.open(target, {runId, input: path.resolve(input), output: path.resolve(output), model, modelKey: key, queue,
+                chunkSize}, () => recordJudge.counts);
+            if (await recordJudge.workerCount() === 0) {
+                const others = await reporter.otherWorkers();
+                warn(`No worker serves ${path.basename(model)} on ${target.display} yet (queue ${queue}): the chunks wait until one starts ` +
+                    `(qwenguard worker --queue ${target.display} -m ${path.basename(model)})` + (others.length === 0 ? "" :
+                    `. Workers there serve other models or versions, whose verdicts are never mixed into this run: ${
+                        others.map((group) => `${group.model} (${group.count} on ${group.queue})`).join(", ")}`));
+            }
+            const running = reporter;
+            const summary = await moderateFile(input, output, {...options, model, recordJudge, outputLock: lock, onProgress: (progress) => {
+                options.onProgress?.(progress);
+                running.progress(progress);
+            }});
+            await reporter.end(summary.complete ? "complete" : "interrupted", summary);
+            return summary;
+        } catch (error) {
+            await reporter?.end("failed", null, (error as Error).message);
+            throw error;
+        } finally {
+            await recordJudge.dispose(); // also when moderateFile refused the run before it began
         }
-        const running = reporter;
-        const summary = await moderateFile(input, output, {...options, model, recordJudge, onProgress: (progress) => {
-            options.onProgress?.(progress);
-            running.progress(progress);
-        }});
-        await reporter.end(summary.complete ? "complete" : "interrupted", summary);
-        return summary;
-    } catch (error) {
-        await reporter?.end("failed", null, (error as Error).message);
-        throw error;
     } finally {
-        await recordJudge.dispose(); // also when moderateFile refused the run before it began
+        await lock.release();
     }
 }

@@ -6,6 +6,7 @@ import type {BatchProgress} from "../batch/moderateFile.js";
 import {stringOption} from "../options.js";
 import {QUEUE_PREFIX, assertReachable, parseQueueUrl} from "./queueConnection.js";
 import type {QueueTarget} from "./queueConnection.js";
+import {closeWithin} from "./QueueJudge.js";
 import type {QueueChunkCounts} from "./QueueJudge.js";
 
 /** The Redis hash of the runs on a Redis: field = run id, value = its {@link QueueRun} as JSON. */
@@ -63,7 +64,7 @@ export interface QueueWorkerGroup {
 
 /** A connection for small commands that never wait for Redis: while it is away they fail at once. */
 function statusClient(target: QueueTarget): Redis {
-    const client = new Redis(target.url, {lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0,
+    const client = new Redis(target.url, {lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 5000,
         retryStrategy: (times: number) => Math.min(200 * times, 5000)});
     client.on("error", () => {}); // a failed write is skipped; the next one, after the reconnect, catches up
     return client;
@@ -117,9 +118,16 @@ export class RunReporter {
         const client = statusClient(target);
         try {
             await client.connect();
+            // forgotten: entries that are not JSON, and finished runs over a week old (another version's entries stay)
             const old = Object.entries(await client.hgetall(RUNS_KEY)).filter(([, json]) => {
-                const other = parseRun(json);
-                return other == null || (other.state !== "running" && Date.now() - Date.parse(other.updated) > KEEP_FINISHED_MS);
+                let other: Partial<QueueRun> | null;
+                try {
+                    other = JSON.parse(json) as Partial<QueueRun> | null;
+                } catch {
+                    return true;
+                }
+                return other != null && typeof other.updated === "string" && other.state !== "running" &&
+                    Date.now() - Date.parse(other.updated) > KEEP_FINISHED_MS;
             });
             if (old.length > 0)
                 await client.hdel(RUNS_KEY, ...old.map(([runId]) => runId));
@@ -210,8 +218,7 @@ export async function queueRunStatus(queue: string, filter: {input?: string, out
                     throw new Error(`Redis at ${target.display} stopped answering`);
                 jobs.set(name, counts);
             } finally {
-                await Promise.race([queue.close(), new Promise((resolve) => setTimeout(resolve, 3000).unref())]);
-                await queue.disconnect().catch(() => undefined);
+                await closeWithin([queue], 3000);
             }
         }
         const now = Date.now();

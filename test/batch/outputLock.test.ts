@@ -26,6 +26,10 @@ t.test("an output another live run holds is refused, with why, after the wait; n
     t.match(warnings, [`${output} is locked by another run, or by one that just died: waiting up to 1 s for it`]);
     t.notOk(existsSync(output), "the output was not started");
     t.notOk(existsSync(`${output}.checkpoint.json`), "nor its checkpoint");
+
+    const nowhere = path.join(dir, "no-such-folder", "out.jsonl");
+    await t.rejects(moderateFile(input, nowhere, GEN),
+        new BatchOutputError(`The folder of the output ${nowhere} does not exist: create ${path.dirname(nowhere)} first`));
 });
 
 t.test("the stale lock of a run that died is taken over at once, and the run's own lock is gone when it ends", async (t) => {

@@ -2,6 +2,7 @@
 // worker must refuse (another version, another model, not a chunk), a run whose model no worker serves, the
 // run's status from Redis (library and `batch --status`), and the jobs removed once checkpointed.
 
+import {writeFile} from "node:fs/promises";
 import path from "node:path";
 import {setTimeout as sleep} from "node:timers/promises";
 import {Queue, QueueEvents, Worker} from "bullmq";
@@ -129,6 +130,11 @@ t.test("a run that stops at a bad record (--strict) or with one chunk in flight 
     const summary = await moderateFileOnQueue(input, path.join(dir, "one-in-flight.jsonl"), {model: gen, queue: redis.url, chunkSize: 17, chunksInFlight: 1});
     t.equal(summary.complete, true);
     t.equal(summary.processed, expected.length);
+    // a chunk whose last record is not JSON, then more bad records than fit in flight: read on, never stuck
+    const bad = path.join(dir, "bad-block.jsonl");
+    await writeFile(bad, Array.from({length: 35}, (_, i) => i >= 9 && i < 30 ? `{"prompt": ${i}` : JSON.stringify({prompt: `Hello ${i}`})).join("\n") + "\n");
+    const blocked = await moderateFileOnQueue(bad, path.join(dir, "bad-block.out.jsonl"), {model: gen, queue: redis.url, chunkSize: 10, chunksInFlight: 1});
+    t.match(blocked, {complete: true, processed: 35, counts: {errors: 21}});
     await t.rejects(moderateFileOnQueue(input, path.join(dir, "never.jsonl"), {model: gen, queue: redis.url, threads: 2} as never),
         {name: "TypeError", message: /^"threads" sets how a machine judges, and on a queue the workers judge: give it to startQueueWorker/});
 });
