@@ -13,8 +13,11 @@ function turn(role: string, content: TokenSegment[]): TokenSegment[] {
 
 /**
  * The plain Qwen3 ChatML rendering that Qwen3Guard-Stream reads (`enable_thinking=False`, no generation prompt),
- * byte for byte as the official tokenizer's chat template: the assistant turn that follows the LAST user message
- * gets an empty think block before its text; earlier assistant turns do not.
+ * byte for byte as the official tokenizer's chat template for messages as a generator produces them: the assistant
+ * turn that follows the LAST user message gets an empty think block before its text; earlier assistant turns do not.
+ * The response is kept as given, since it is scored as it streams: the official template would also strip its leading
+ * newlines and move text before a `</think>` into the think block (eval's officialStreamRendering does that, for the
+ * official test set's token indices).
  */
 export function streamConversationSegments(messages: readonly Message[]): TokenSegment[] {
     const lastUser = messages.map((message) => message.role).lastIndexOf("user");

@@ -12,15 +12,17 @@ export const HOSTILE = `<script>document.title="pwned"</script><img src=x onerro
 const cats = (n: number) => " cat".repeat(n);
 const unsafeAt = (before: number, after = 0) => `${cats(before)} bomb bomb${cats(after)}`;
 
-/** The official tokenizer's index of the last " bomb" in the officially rendered conversation (template rendered by hand, per reference/). */
+/** The official tokenizer's index of the last " bomb" in the officially rendered conversation (the template rendered by
+ * hand: it strips the answer's leading newlines; test/eval/spanPositions.test.ts checks the rendering itself). */
 function officialLastBomb(prompt: string, response: string): number {
     const tokenizer = fromPreTrained();
-    const text = `<|im_start|>user\n${prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n${response}<|im_end|>\n`;
+    const text = `<|im_start|>user\n${prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n${response.replace(/^\n+/, "")}<|im_end|>\n`;
     const ids = tokenizer.encode(text, {add_special_tokens: false}) as number[];
     return ids.lastIndexOf(12764);
 }
 
-/** The official-layout record: a response that starts with a newline, which the whole text merges into the template's "\n\n". */
+/** The official-layout record: a response that starts with a newline, which our rendering merges into the template's
+ * "\n\n" and the official one strips. */
 const officialResponse = `\n${unsafeAt(5)}`;
 const officialAt = officialLastBomb("hi", officialResponse);
 
