@@ -1,6 +1,6 @@
 import {existsSync, writeFileSync} from "node:fs";
 import type {Command} from "commander";
-import {evalReportHtml, evaluateFile} from "../index.js";
+import {evalReportHtml, evaluateFile, readGuardVariant} from "../index.js";
 import type {BinaryMetrics, EvalReport, EvalTarget, TargetMetrics} from "../index.js";
 import {UsageError} from "./UsageError.js";
 import {failAsUsage} from "./batchCommand.js";
@@ -11,6 +11,7 @@ import {resolveModelFlag} from "./pullReporter.js";
 
 interface EvalCommandOptions {
     model: string[],
+    head?: string,
     target: string,
     policy: string,
     targetPrecision?: string,
@@ -46,6 +47,7 @@ export function registerEvalCommand(program: Command, setExitCode: (code: number
             "Qwen3GuardTest layout {message, label, unsafe_start_index?, unsafe_end_index?}")
         .option("-m, --model <model>", "a model name or GGUF (repeat for a second model, judged side by side; default gen-0.6b)",
             (value: string, previous: string[]) => [...previous, value], [] as string[])
+        .option("--head <file>", "the Stream model's head GGUF (default: the one its backbone names, beside it)")
         .option("--target <target>", "what to judge: auto (each record's last message), prompt, or response", "auto")
         .option("--policy <policy>", "the policy whose flags are scored besides strict and loose: strict, loose, or a threshold", "strict")
         .option("--target-precision <p>", "also find the threshold with the highest recall at this precision or more")
@@ -89,9 +91,19 @@ async function runEval(input: string, options: EvalCommandOptions): Promise<numb
     const targetRecall = probabilityFlag("--target-recall", options.targetRecall);
     if (!existsSync(input))
         throw new UsageError(`Input file ${input} does not exist`);
-    const models: string[] = [];
+    const models: Array<{model: string, head?: string}> = [];
     for (const model of options.model.length > 0 ? options.model : ["gen-0.6b"])
-        models.push(await resolveModelFlag(model));
+        models.push({model: await resolveModelFlag(model)});
+    if (options.head != null) {
+        const streams = await failAsUsage(async () => {
+            const variants = await Promise.all(models.map(({model}) => readGuardVariant(model)));
+            return models.filter((_, index) => variants[index] === "stream-backbone");
+        });
+        if (streams.length !== 1)
+            throw new UsageError(streams.length === 0 ? "--head applies to a Stream model, and no -m is a Stream backbone"
+                : "--head is ambiguous with two Stream models: keep each head beside its backbone instead");
+        streams[0].head = options.head;
+    }
 
     const controller = new AbortController();
     const removeHandlers = abortOnInterrupt(controller);
@@ -201,9 +213,14 @@ function modelDetails(name: string, metrics: TargetMetrics): string[] {
     const {labels, predicted, counts} = metrics.confusion;
     lines.push("    confusion (rows: label, columns: verdict):");
     lines.push(...table([["", ...predicted], ...labels.map((label, row) => [label, ...counts[row].map(String)])]).split("\n").map((line) => `      ${line}`));
-    if (metrics.categories != null)
-        lines.push(`    categories: ${metrics.categories.perCategory.filter((row) => row.support > 0)
+    if (metrics.categories != null) {
+        const categories = metrics.categories;
+        lines.push(`    categories: ${categories.perCategory.filter((row) => row.support > 0)
             .map((row) => `${printable(row.category)} P ${fixed(row.precision)} R ${fixed(row.recall)} (${row.support})`).join("; ")}`);
+        lines.push("    category confusion (rows: labelled, columns: predicted):");
+        lines.push(...table([["", ...categories.predicted.map(printable)], ...categories.labels.map((label, row) => [printable(label), ...categories.counts[row].map(String)])])
+            .split("\n").map((line) => `      ${line}`));
+    }
     if (metrics.refusal != null)
         lines.push(`    refusal: F1 ${fixed(metrics.refusal.f1)}, accuracy ${fixed(metrics.refusal.accuracy)} (${metrics.refusal.tp + metrics.refusal.fp + metrics.refusal.fn + metrics.refusal.tn} records)`);
     const timeliness = metrics.timeliness;

@@ -57,6 +57,7 @@ function modelCard(model: ModelEvaluation, metrics: TargetMetrics, report: EvalR
     return `<section class="card"><h3>${escapeHtml(model.name)} <span class="muted">(${model.kind}, ${metrics.records} records)</span></h3>
 <div class="row">${metricsTable(metrics, report)}${confusionSvg(metrics)}</div>
 <div class="row">${sweepSvg(metrics.sweep, report)}${metrics.categories != null ? categorySvg(metrics.categories) : ""}</div>
+${metrics.categories != null ? `<h3>Categories: labelled against predicted</h3>${categoryConfusionSvg(metrics.categories)}` : ""}
 ${metrics.timeliness != null ? timelinessSvg(metrics.timeliness) : ""}
 ${metrics.refusal != null ? `<h3>Refusal</h3>${binaryTable([["refusal", metrics.refusal]])}` : ""}
 ${missesTable(metrics.misses.falseNegatives, "Missed (labelled unsafe, not flagged; least suspicious first)")}
@@ -83,10 +84,17 @@ function confusionSvg(metrics: TargetMetrics): string {
     return heatMap(labels, predicted, counts, "label", "verdict", 84);
 }
 
+/** The category heat map: labelled categories (rows) by predicted ones, "(Safe)" where the verdict was Safe. */
+function categoryConfusionSvg({labels, predicted, counts}: CategoryMetrics): string {
+    return heatMap(labels, predicted, counts, "labelled category", "predicted category", predicted.length > 8 ? 48 : 64);
+}
+
 function heatMap(rows: readonly string[], columns: readonly string[], counts: number[][], rowTitle: string, columnTitle: string, cell: number): string {
     const left = Math.max(...rows.map((row) => row.length)) * 7 + 24;
     const top = 46;
-    const width = left + columns.length * cell + 8;
+    const title = `rows: ${rowTitle} · columns: ${columnTitle}`;
+    // wide enough for its title too (a few columns under a long one)
+    const width = Math.max(left + columns.length * cell + 8, left + title.length * 6);
     const height = top + rows.length * cell + 8;
     const cells = rows.map((row, r) => {
         const total = counts[r].reduce((a, b) => a + b, 0);
@@ -103,7 +111,7 @@ function heatMap(rows: readonly string[], columns: readonly string[], counts: nu
         `${escapeHtml(shorten(column, Math.floor(cell / 6)))}<title>${escapeHtml(column)}</title></text>`).join("");
     const rowLabels = rows.map((row, r) => `<text x="${left - 6}" y="${top + r * cell + cell / 2 + 4}" text-anchor="end" font-size="11" fill="${colors.axis}">${escapeHtml(row)}</text>`).join("");
     return `<svg role="img" aria-label="${escapeHtml(`${rowTitle} by ${columnTitle}`)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">
-<text x="${left}" y="14" font-size="11" fill="${colors.axis}">rows: ${escapeHtml(rowTitle)} · columns: ${escapeHtml(columnTitle)}</text>${columnLabels}${rowLabels}${cells}</svg>`;
+<text x="${left}" y="14" font-size="11" fill="${colors.axis}">${escapeHtml(title)}</text>${columnLabels}${rowLabels}${cells}</svg>`;
 }
 
 /** Precision, recall and F1 against the threshold, with the best-F1 threshold, the targets and a threshold policy marked. */

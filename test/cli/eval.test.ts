@@ -17,7 +17,8 @@ await writeRecords(input);
 
 const qwenguard = (args: readonly string[]) => runCli(args);
 
-const both = ["-m", models.gen, "-m", models.stream, "-t", "1", "--context-size", "2048"];
+// the head named although it lies beside its backbone: --head finds the Stream model among the two
+const both = ["-m", models.gen, "-m", models.stream, "--head", path.join(path.dirname(models.stream), "model.head.gguf"), "-t", "1", "--context-size", "2048"];
 
 t.test("usage errors: exit 2 with what was wrong", async (t) => {
     const table: Array<[string[], string]> = [
@@ -27,6 +28,8 @@ t.test("usage errors: exit 2 with what was wrong", async (t) => {
         [[input, "--target-precision", "2"], 'Expected a number in (0, 1] for --target-precision but received "2"'],
         [[input, "--policy", "sometimes"], 'Expected strict, loose or a number in (0, 1] for --policy but received "sometimes"'],
         [[input, "--id-column", "key"], "--id-column, --prompt-column and --response-column apply to CSV input"],
+        [[input, "-m", models.gen, "--head", "x.head.gguf"], "--head applies to a Stream model, and no -m is a Stream backbone"],
+        [[input, "-m", models.stream, "-m", models.stream, "--head", "x.head.gguf"], "--head is ambiguous with two Stream models: keep each head beside its backbone instead"],
         [[path.join(dir, "missing.jsonl")], `Input file ${path.join(dir, "missing.jsonl")} does not exist`],
         [[input, "-m", models.gen, "--strict", "-o", path.join(dir, "strict")], 'Line 16: Expected Safe, Unsafe or Controversial (any case) for "label" but received "maybe"']
     ];
@@ -49,6 +52,8 @@ t.test("a run: the terminal table, the HTML report, then --json from the resumed
     t.match(out, "timeliness (9 unsafe responses with a span): ahead 1, hit 2, 1-32 1, 33-64 1, 65-128 1, 129-256 1, >256 1, never 1; " +
         "exact hit 22.2%, stopped within 128 tokens 66.7%; 1 spans past the text");
     t.match(out, "refusal: F1 0.667");
+    t.match(out, /category confusion \(rows: labelled, columns: predicted\):\n\s+Jailbreak\s+\(Safe\)\n\s+Jailbreak\s+1\s+0\n\s+Violent\s+0\s+1\n/,
+        "Stream's prompt categories: Jailbreak found, Violent judged Safe");
     t.match(out, "agreement: 14 records, same level 92.9%");
     t.match(out, 'bad records: 2\n  line 16: Expected Safe, Unsafe or Controversial (any case) for "label" but received "maybe"');
     t.match(out, `report: ${html}`);

@@ -150,6 +150,7 @@ t.test("the HTML report: self-contained, hostile text inert in a real browser", 
     t.match(html, "default-src 'none'", "a Content-Security-Policy forbids scripts and network");
     for (const label of ["ahead", "hit", "129-256", "&gt;256", "never", "best F1"])
         t.match(html, label, `the page shows ${label}`);
+    t.match(html, /<svg[^>]*aria-label="labelled category by predicted category"[^]*?\(Safe\)<title>/, "the category confusion heat map, with its Safe column");
 
     // CI sets QWENGUARD_CHROMIUM (.ci/run installs Debian's chromium): there the browser check cannot be skipped
     const required = process.env.QWENGUARD_CHROMIUM;
