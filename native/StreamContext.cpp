@@ -108,6 +108,8 @@ void StreamContext::init(Napi::Env env, AddonState & state) {
         InstanceMethod<&StreamContext::truncate_sequence>("truncateSequence"),
         InstanceMethod<&StreamContext::sequence_length>("sequenceLength"),
         InstanceMethod<&StreamContext::used_cells>("usedCells"),
+        InstanceMethod<&StreamContext::sequence_cells>("sequenceCells"),
+        InstanceMethod<&StreamContext::copy_sequence>("copySequence"),
         InstanceMethod<&StreamContext::last_timings>("lastTimings"),
         InstanceMethod<&StreamContext::evaluate>("evaluate"),
         InstanceMethod<&StreamContext::dispose>("dispose"),
@@ -236,6 +238,21 @@ Napi::Value StreamContext::truncate_sequence(const Napi::CallbackInfo & info) {
     return env.Undefined();
 }
 
+Napi::Value StreamContext::copy_sequence(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    qg_stream_context * core = core_or_throw(env, "copySequence");
+    const int32_t src = sequence_arg(info, "copySequence", true);
+    const int32_t dst = addon_arg_int32(env, "StreamContext.copySequence", "target", info[1]);
+    if (dst >= 0 && dst < static_cast<int32_t>(seq_jobs_.size()) && seq_jobs_[static_cast<size_t>(dst)] > 0) {
+        throw Napi::Error::New(env, "StreamContext.copySequence: sequence " + std::to_string(dst) + " has an evaluate in flight; await it first");
+    }
+    std::string error;
+    if (!qg_stream_context_seq_copy(core, src, dst, error)) {
+        throw Napi::RangeError::New(env, "StreamContext.copySequence: " + error);
+    }
+    return env.Undefined();
+}
+
 Napi::Value StreamContext::sequence_length(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     qg_stream_context * core = core_or_throw(env, "sequenceLength");
@@ -251,6 +268,11 @@ Napi::Value StreamContext::sequence_length(const Napi::CallbackInfo & info) {
 Napi::Value StreamContext::used_cells(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     return Napi::Number::New(env, qg_stream_context_n_used(core_or_throw(env, "usedCells")));
+}
+
+Napi::Value StreamContext::sequence_cells(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    return Napi::Number::New(env, qg_stream_context_seq_cells(core_or_throw(env, "sequenceCells")));
 }
 
 Napi::Value StreamContext::last_timings(const Napi::CallbackInfo & info) {

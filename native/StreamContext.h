@@ -40,6 +40,8 @@ class StreamContext : public Napi::ObjectWrap<StreamContext> {
     Napi::Value truncate_sequence(const Napi::CallbackInfo & info);
     Napi::Value sequence_length(const Napi::CallbackInfo & info);
     Napi::Value used_cells(const Napi::CallbackInfo & info);
+    Napi::Value copy_sequence(const Napi::CallbackInfo & info);
+    Napi::Value sequence_cells(const Napi::CallbackInfo & info);
     Napi::Value last_timings(const Napi::CallbackInfo & info);
     // evaluate(requests): Promise<results>
     Napi::Value evaluate(const Napi::CallbackInfo & info);

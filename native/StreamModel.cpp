@@ -219,6 +219,11 @@ Napi::Value StreamModel::create_context(const Napi::CallbackInfo & info) {
     const int32_t output_batch  = addon_arg_int32(env, where, "options.outputBatchSize", options.Get("outputBatchSize"));
     const std::string flash     = addon_arg_string(env, where, "options.flashAttention", options.Get("flashAttention"));
     const bool stop_after_hidden = addon_arg_bool(env, where, "options.stopAfterHidden", options.Get("stopAfterHidden"));
+    const std::string kv_layout = addon_arg_string(env, where, "options.kvLayout", options.Get("kvLayout"));
+    if (kv_layout != "per-sequence" && kv_layout != "shared") {
+        throw Napi::RangeError::New(env, std::string(where) + ": Expected options.kvLayout to be \"per-sequence\" or "
+                                         "\"shared\" but received \"" + kv_layout + "\"");
+    }
     if (context_size <= 0 || max_sequences <= 0 || batch_size <= 0 || ubatch_size <= 0 || output_batch <= 0) {
         throw Napi::RangeError::New(env, std::string(where) + ": Expected positive contextSize, maxSequences, batchSize, "
                                          "ubatchSize and outputBatchSize but received " + std::to_string(context_size) +
@@ -241,7 +246,8 @@ Napi::Value StreamModel::create_context(const Napi::CallbackInfo & info) {
     model_or_throw(env, "createContext");
     qg_stream_context_params params = {
         static_cast<uint32_t>(context_size), static_cast<uint32_t>(max_sequences), static_cast<uint32_t>(batch_size),
-        static_cast<uint32_t>(ubatch_size), static_cast<uint32_t>(output_batch), threads, flash_attn, stop_after_hidden };
+        static_cast<uint32_t>(ubatch_size), static_cast<uint32_t>(output_batch), threads, flash_attn, stop_after_hidden,
+        kv_layout == "per-sequence" };
     handle_->n_contexts++;
     auto * worker = new StreamModelCreateContextWorker(env, handle_, Value(), params);
     Napi::Promise promise = worker->promise();

@@ -25,10 +25,12 @@ struct qg_stream_seq {
     uint32_t epoch    = 0;  // bumped by release and truncate: a running evaluate then leaves the length alone
 };
 
-// A KV-cache removal asked for while an evaluate was running: [p0, end) of `seq`.
-struct qg_stream_pending_rm {
+// A KV-cache change asked for while an evaluate was running: removing [p0, end) of `seq` (dst < 0), or copying all
+// of `seq` into `dst`.
+struct qg_stream_pending_op {
     int32_t seq;
     int32_t p0;
+    int32_t dst;
 };
 
 struct qg_stream_context {
@@ -40,12 +42,13 @@ struct qg_stream_context {
     int32_t                  n_hidden = 0;
     int32_t                  n_vocab  = 0;
     int32_t                  n_outputs_max = 0;     // output rows per llama_decode call
+    int32_t                  seq_cells = 0;         // most tokens one sequence may hold
     bool                     embeddings_on = true;  // llama_set_embeddings state
     qg_stream_timings        running = {};          // of the evaluate in progress (its thread only)
 
     std::mutex                        mutex;       // guards what follows
     std::vector<qg_stream_seq>        seqs;
-    std::vector<qg_stream_pending_rm> pending;
+    std::vector<qg_stream_pending_op> pending;
     bool                              evaluating = false;
     qg_stream_timings                 last = {};  // of the last finished evaluate
 };
@@ -86,8 +89,14 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
         error = "Expected a positive contextSize and batchSize";
         return nullptr;
     }
+    if (params.kv_per_seq && params.n_ctx < params.n_seq_max) {
+        error = "Expected a contextSize of at least maxSequences (" + std::to_string(params.n_seq_max) +
+                ") for a KV stream per sequence but received " + std::to_string(params.n_ctx);
+        return nullptr;
+    }
     std::unique_ptr<qg_stream_context> ctx(new qg_stream_context());
     ctx->model  = model;
+    ctx->seq_cells = static_cast<int32_t>(params.kv_per_seq ? params.n_ctx / params.n_seq_max : params.n_ctx);
     ctx->params = params;
     if (ctx->params.n_threads <= 0) {
         ctx->params.n_threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
@@ -96,7 +105,8 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
     const uint32_t n_outputs = params.n_outputs_max == 0 ? params.n_batch : std::min(params.n_outputs_max, params.n_batch);
 
     llama_context_params cparams = llama_context_default_params();
-    cparams.n_ctx                 = params.n_ctx;
+    // per sequence: llama.cpp splits n_ctx evenly into n_seq_max streams (each padded up to a multiple of 256 cells)
+    cparams.n_ctx                 = params.kv_per_seq ? static_cast<uint32_t>(ctx->seq_cells) * params.n_seq_max : params.n_ctx;
     cparams.n_batch               = params.n_batch;
     cparams.n_ubatch              = std::min(params.n_ubatch == 0 ? 512u : params.n_ubatch, params.n_batch);
     cparams.n_seq_max             = params.n_seq_max;
@@ -108,7 +118,7 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
     cparams.n_threads_batch       = ctx->params.n_threads;
     cparams.embeddings            = true;  // final-norm hidden states of the output rows
     cparams.pooling_type          = LLAMA_POOLING_TYPE_NONE;
-    cparams.kv_unified            = true;  // one pool of n_ctx cells for all sequences
+    cparams.kv_unified            = !params.kv_per_seq;
     cparams.no_perf               = true;
     cparams.flash_attn_type       = static_cast<llama_flash_attn_type>(params.flash_attn);
     if (params.stop_after_hidden) {
@@ -154,13 +164,27 @@ static bool seq_check_acquired(const qg_stream_context * ctx, int32_t seq, std::
     return true;
 }
 
-// Removes [p0, end) of the sequence from the KV cache now, or after the running evaluate.
-static void seq_rm_locked(qg_stream_context * ctx, int32_t seq, int32_t p0) {
+static void apply_op(qg_stream_context * ctx, const qg_stream_pending_op & op) {
+    llama_memory_t mem = llama_get_memory(ctx->lctx.get());
+    if (op.dst < 0) {
+        llama_memory_seq_rm(mem, op.seq, op.p0, -1);
+    } else {
+        llama_memory_seq_cp(mem, op.seq, op.dst, -1, -1);
+    }
+}
+
+// Applies a KV-cache change now, or after the running evaluate.
+static void kv_op_locked(qg_stream_context * ctx, const qg_stream_pending_op & op) {
     if (ctx->evaluating) {
-        ctx->pending.push_back({ seq, p0 });
+        ctx->pending.push_back(op);
         return;
     }
-    llama_memory_seq_rm(llama_get_memory(ctx->lctx.get()), seq, p0, -1);
+    apply_op(ctx, op);
+}
+
+// Removes [p0, end) of the sequence from the KV cache now, or after the running evaluate.
+static void seq_rm_locked(qg_stream_context * ctx, int32_t seq, int32_t p0) {
+    kv_op_locked(ctx, { seq, p0, -1 });
 }
 
 static int32_t n_used_locked(const qg_stream_context * ctx) {
@@ -218,6 +242,31 @@ bool qg_stream_context_seq_truncate(qg_stream_context * ctx, int32_t seq, int32_
     return true;
 }
 
+bool qg_stream_context_seq_copy(qg_stream_context * ctx, int32_t src, int32_t dst, std::string & error) {
+    std::lock_guard<std::mutex> lock(ctx->mutex);
+    if (!seq_check_acquired(ctx, src, error) || !seq_check_acquired(ctx, dst, error)) {
+        return false;
+    }
+    if (src == dst || ctx->seqs[dst].n_tokens != 0) {
+        error = "Expected an empty target sequence other than the source, but sequence " + std::to_string(dst) + " holds " +
+                std::to_string(ctx->seqs[dst].n_tokens) + " tokens" + (src == dst ? " and is the source" : "") +
+                "; truncate it to 0 first";
+        return false;
+    }
+    const int32_t n_tokens = ctx->seqs[src].n_tokens;
+    if (!ctx->params.kv_per_seq && n_used_locked(ctx) + n_tokens > static_cast<int32_t>(ctx->params.n_ctx)) {
+        error = "The context is full: the sequences hold " + std::to_string(n_used_locked(ctx)) + " tokens and the copy adds " +
+                std::to_string(n_tokens) + ", more than its contextSize of " + std::to_string(ctx->params.n_ctx) + " cells";
+        return false;
+    }
+    if (n_tokens > 0) {
+        kv_op_locked(ctx, { src, 0, dst });
+    }
+    ctx->seqs[dst].n_tokens = n_tokens;
+    ctx->seqs[dst].epoch++;
+    return true;
+}
+
 bool qg_stream_context_seq_length(qg_stream_context * ctx, int32_t seq, int32_t & n_tokens, std::string & error) {
     std::lock_guard<std::mutex> lock(ctx->mutex);
     if (!seq_check_acquired(ctx, seq, error)) {
@@ -230,6 +279,10 @@ bool qg_stream_context_seq_length(qg_stream_context * ctx, int32_t seq, int32_t 
 int32_t qg_stream_context_n_used(qg_stream_context * ctx) {
     std::lock_guard<std::mutex> lock(ctx->mutex);
     return n_used_locked(ctx);
+}
+
+int32_t qg_stream_context_seq_cells(const qg_stream_context * ctx) {
+    return ctx->seq_cells;
 }
 
 static bool check_locked(const qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
@@ -386,11 +439,21 @@ static bool decode_group(qg_stream_context * ctx, std::vector<qg_stream_plan_req
 // Splits each request into output / non-output runs and decodes them: while any sequence's next run holds no
 // output, those runs go first (embeddings off); otherwise the next output runs of all sequences go together.
 // A sequence contributes at most one run per group, so its tokens stay in order.
+//
+// A group's runs go in ascending sequence order: with a KV stream per sequence, llama.cpp splits a batch into
+// ubatches of CONSECUTIVE sequence ids, taken in the order the batch meets them (llama_batch_allocr::split_equal,
+// sequential), so sequences 0..7 in order share one graph where 7, 6, … 0 would each get one of their own. Gaps in
+// the ids (a session released between two others) still split a step into one graph per run of consecutive ids.
 static bool decode_all(qg_stream_context * ctx, std::vector<qg_stream_plan_req> & plan,
                        const std::vector<qg_stream_request> & requests, std::vector<float> & hidden, int32_t n_used,
                        std::string & error) {
     std::vector<int32_t> out_next(plan.size(), 0);
     std::vector<qg_stream_segment> group;
+    std::vector<size_t> order(plan.size());
+    for (size_t i = 0; i < order.size(); i++) {
+        order[i] = i;
+    }
+    std::sort(order.begin(), order.end(), [&plan](size_t a, size_t b) { return plan[a].seq < plan[b].seq; });
     while (true) {
         bool any_left  = false;
         bool any_plain = false;
@@ -406,7 +469,8 @@ static bool decode_all(qg_stream_context * ctx, std::vector<qg_stream_plan_req> 
         const bool output = !any_plain;
         group.clear();
         int32_t n_group = 0;
-        for (qg_stream_plan_req & p : plan) {
+        for (size_t i : order) {
+            qg_stream_plan_req & p = plan[i];
             if (p.next < p.segments.size() && p.segments[p.next].output == output) {
                 group.push_back(p.segments[p.next]);
                 n_group += p.segments[p.next].end - p.segments[p.next].begin;
@@ -535,6 +599,20 @@ bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_st
                     " cells; release or truncate sequences, or create the context with a larger contextSize";
             return false;
         }
+        if (ctx->params.kv_per_seq) {
+            for (size_t r = 0; r < requests.size(); r++) {
+                const int32_t held = ctx->seqs[requests[r].seq].n_tokens;
+                const int64_t n_req = static_cast<int64_t>(requests[r].tokens.size());
+                if (held + n_req > ctx->seq_cells) {
+                    error = "request " + std::to_string(r) + ": sequence " + std::to_string(requests[r].seq) + " holds " +
+                            std::to_string(held) + " tokens and this evaluate adds " + std::to_string(n_req) +
+                            ", more than the " + std::to_string(ctx->seq_cells) + " cells of its KV stream (contextSize " +
+                            std::to_string(ctx->params.n_ctx) + " / maxSequences " + std::to_string(ctx->params.n_seq_max) +
+                            "); truncate it, or create the context with a larger contextSize or fewer maxSequences";
+                    return false;
+                }
+            }
+        }
         for (size_t r = 0; r < requests.size(); r++) {
             plan[r].seq      = requests[r].seq;
             plan[r].pos0     = ctx->seqs[requests[r].seq].n_tokens;
@@ -571,8 +649,8 @@ bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_st
             ctx->seqs[plan[r].seq].n_tokens = plan[r].pos0 + static_cast<int32_t>(requests[r].tokens.size());
         }
     }
-    for (const qg_stream_pending_rm & rm : ctx->pending) {
-        llama_memory_seq_rm(mem, rm.seq, rm.p0, -1);
+    for (const qg_stream_pending_op & op : ctx->pending) {
+        apply_op(ctx, op);
     }
     ctx->pending.clear();
     ctx->evaluating = false;

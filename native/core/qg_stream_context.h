@@ -1,5 +1,12 @@
-// Sessions of a Qwen3Guard-Stream model: sequences of ONE llama_context (unified KV cache) shared by all of them,
-// fed in batches, with the head applied to the positions asked for. No N-API types.
+// Sessions of a Qwen3Guard-Stream model: sequences of ONE llama_context shared by all of them, fed in batches, with
+// the head applied to the positions asked for. No N-API types.
+//
+// KV layout (kv_per_seq): llama.cpp's non-unified cache gives every sequence a stream of its own, n_ctx / n_seq_max
+// cells, and a token's attention runs over its own stream only. In the unified cache all sequences share one pool of
+// n_ctx cells and every token's attention runs over the cells of ALL sequences (masked), so at S sessions of L tokens
+// a step costs S × L attention per token instead of L: 8 sessions at 800 tokens stepped slower together than one
+// alone. Per-sequence streams are the default of the library; the unified pool remains for one long sequence or
+// sequences of very different lengths, where a fixed share would refuse what the pool could hold.
 //
 // Threading: one qg_stream_context_evaluate() at a time (a second concurrent call fails). While it runs on one
 // thread, the sequence functions (acquire, release, truncate, length, n_used) may be called from another; a
@@ -25,7 +32,8 @@ enum qg_flash_attn : int32_t {
 };
 
 struct qg_stream_context_params {
-    uint32_t      n_ctx;          // KV cells shared by all sequences (the hard limit: no request may overflow it)
+    uint32_t      n_ctx;          // KV cells of all sequences together (the guard's one KV budget: never exceeded,
+                                  // except that llama.cpp pads a per-sequence stream to at least 256 cells)
     uint32_t      n_seq_max;      // most sequences at once
     uint32_t      n_batch;        // most tokens in one llama_decode call
     uint32_t      n_ubatch;       // most tokens in one of llama.cpp's compute graphs (<= n_batch; 0: min(n_batch, 512))
@@ -35,6 +43,8 @@ struct qg_stream_context_params {
     qg_flash_attn flash_attn;
     bool          stop_after_hidden;  // end every graph at the final-norm hidden states, skipping llama.cpp's LM head
                                       // (false: the whole graph runs, as stock llama.cpp does; for comparisons)
+    bool          kv_per_seq;     // a KV stream per sequence of n_ctx / n_seq_max cells (each sequence's limit);
+                                  // false: one unified pool of n_ctx cells that any sequence may fill
 };
 
 // Tokens appended to one sequence, and the positions whose head outputs are wanted.
@@ -79,11 +89,19 @@ bool qg_stream_context_seq_release(qg_stream_context * ctx, int32_t seq, std::st
 // Keeps the first `n_keep` tokens of the sequence.
 bool qg_stream_context_seq_truncate(qg_stream_context * ctx, int32_t seq, int32_t n_keep, std::string & error);
 
+// Makes the empty sequence `dst` hold what `src` holds (its tokens' KV cells), without decoding them again. With
+// kv_per_seq the cells are copied into dst's stream at the next evaluate; in the unified pool the two sequences share
+// the cells (n_used still counts them twice, so the pool refuses early rather than late).
+bool qg_stream_context_seq_copy(qg_stream_context * ctx, int32_t src, int32_t dst, std::string & error);
+
 // Tokens the sequence holds (those of a running evaluate count once it has finished).
 bool qg_stream_context_seq_length(qg_stream_context * ctx, int32_t seq, int32_t & n_tokens, std::string & error);
 
 // KV cells held by all sequences together.
 int32_t qg_stream_context_n_used(qg_stream_context * ctx);
+
+// Most tokens one sequence may hold: n_ctx / n_seq_max with kv_per_seq, else n_ctx.
+int32_t qg_stream_context_seq_cells(const qg_stream_context * ctx);
 
 // Checks requests against the vocabulary and the acquired sequences without decoding anything (what can be told
 // before an evaluate is queued). Returns false with `error` naming the request and the value at fault.

@@ -190,7 +190,7 @@ int main(int argc, char ** argv) {
     const qg_flash_attn fa = flash_attn == "on" ? QG_FLASH_ATTN_ON : flash_attn == "off" ? QG_FLASH_ATTN_OFF : QG_FLASH_ATTN_AUTO;
     qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx),     1, static_cast<uint32_t>(n_batch),
                                          static_cast<uint32_t>(n_ubatch), static_cast<uint32_t>(n_outputs),
-                                         n_threads, fa, !full_graph };
+                                         n_threads, fa, !full_graph, /* kv_per_seq: one sequence */ true };
     qg_stream_context_ptr ctx(qg_stream_context_init(model.get(), cparams, error));
     if (!ctx) {
         fprintf(stderr, "error: %s\n", error.c_str());

@@ -57,7 +57,8 @@ async function runStream(options: StreamCommandOptions): Promise<number> {
     const messages: Message[] = [...(options.system != null ? [{role: "system" as const, content: options.system}] : []), {role: "user", content: prompt}];
     const threads = integerFlag("--threads", options.threads);
 
-    const guard = await StreamGuard.load({model: await resolveModelFlag(options.model), head: options.head, threads});
+    // one session: the whole KV budget is its own
+    const guard = await StreamGuard.load({model: await resolveModelFlag(options.model), head: options.head, threads, maxSessions: 1});
     const out = (text: string) => void process.stdout.write(text);
     const event = (value: object) => out(JSON.stringify(value) + "\n");
     try {

@@ -143,7 +143,9 @@ export class Judge {
                 if (value != null)
                     throw new TypeError(`"${name}" applies to Gen models only, and ${options.model} is a Stream model`);
             const guard = await StreamGuard.load({model: options.model, head: options.head, threads: options.threads, gpu: options.gpu,
-                contextSize: options.contextSize, maxSessions: Math.max(8, concurrency)});
+                // records are judged whole and each may need the model's whole context: one pool they share (a
+                // share per session would refuse a long record that the pool can hold)
+                contextSize: options.contextSize, maxSessions: Math.max(8, concurrency), kvLayout: "shared"});
             const promptFlagged = streamPromptRule(policy);
             const judgeOne = async (messages: Message[], settings: JudgeSettings): Promise<JudgeOutcome> => {
                 const report = await guard.moderate(messages, {policy: settings.policy ?? policy});

@@ -81,7 +81,7 @@ export interface AddonStreamModelInfo {
 }
 
 export interface AddonStreamContextOptions {
-    /** KV cells shared by all sequences: the hard limit on the tokens all sequences hold together. */
+    /** KV cells of all sequences together: the hard limit on the tokens they hold (the guard's one KV budget). */
     contextSize: number,
     /** Most sequences (sessions) at once (at most 256, llama.cpp's limit). */
     maxSequences: number,
@@ -98,7 +98,11 @@ export interface AddonStreamContextOptions {
     flashAttention: "auto" | "on" | "off",
     /** End every output graph at the final-norm hidden states, so llama.cpp's LM head never runs (true in the
      * library); false runs llama.cpp's whole graph, to compare the two. */
-    stopAfterHidden: boolean
+    stopAfterHidden: boolean,
+    /** `"per-sequence"`: llama.cpp's non-unified KV cache, a stream of `contextSize / maxSequences` cells per sequence
+     * (its limit), each token's attention over its own sequence's cells only. `"shared"`: one unified pool of
+     * `contextSize` cells any sequence may fill, each token's attention over the cells of all sequences (masked). */
+    kvLayout: "per-sequence" | "shared"
 }
 
 /** Where the last finished evaluate's time went; all zero before the first. */
@@ -149,7 +153,7 @@ export interface AddonStreamResult {
 }
 
 /**
- * One llama_context (unified KV cache) shared by up to `maxSequences` sequences. `evaluate` and `dispose` run on
+ * One llama_context shared by up to `maxSequences` sequences (KV layout: {@link AddonStreamContextOptions.kvLayout}). `evaluate` and `dispose` run on
  * worker threads, one at a time in call order; the sequence methods are synchronous and may be called meanwhile.
  */
 export interface AddonStreamContext {
@@ -160,10 +164,17 @@ export interface AddonStreamContext {
     /** Keeps the first `length` tokens of the sequence and drops the rest from the KV cache. Throws while an evaluate
      * using the sequence is in flight. */
     truncateSequence(sequence: number, length: number): void,
+    /** Makes the empty sequence `target` hold what `source` holds, without decoding it again (llama.cpp's
+     * `llama_memory_seq_cp`): per sequence the cells are copied into the target's stream at the next evaluate; in the
+     * shared pool both sequences point at the same cells (`usedCells` still counts them twice). Throws while an
+     * evaluate using either is in flight. */
+    copySequence(source: number, target: number): void,
     /** Tokens the sequence holds (an evaluate's tokens count from when it has finished). */
     sequenceLength(sequence: number): number,
     /** KV cells used by all sequences together. */
     usedCells(): number,
+    /** Most tokens one sequence may hold: `contextSize / maxSequences` (rounded down) per sequence, else `contextSize`. */
+    sequenceCells(): number,
     /** Timings of the last finished evaluate (callable while another runs). */
     lastTimings(): AddonStreamTimings,
     /**

@@ -66,10 +66,12 @@ export class GuardService {
         this.loaded.catch(() => undefined); // observed through state and /health; callers may await it
     }
 
-    /** Most tokens one Stream session holds: the option, else half of the shared context when it has several sessions. */
+    /** Most tokens one Stream session holds: the option, else the session's KV share (half of the pool when the
+     * sessions share one). */
     get sessionTokens(): number {
-        const {options} = this.stream!.guard;
-        return this.options.maxSessionTokens ?? (options.maxSessions > 1 ? Math.floor(options.contextSize / 2) : options.contextSize);
+        const {guard} = this.stream!;
+        const pooled = guard.options.kvLayout === "shared" && guard.options.maxSessions > 1;
+        return this.options.maxSessionTokens ?? (pooled ? Math.floor(guard.options.contextSize / 2) : guard.sessionTokenLimit);
     }
 
     /** The loaded models. */

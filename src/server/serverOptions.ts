@@ -20,7 +20,8 @@ export interface QwenguardServerOptions {
     stream?: StreamGuard,
     /** CPU threads of each model; default: all cores. */
     threads?: number,
-    /** Gen: tokens per request; Stream: KV cells shared by its sessions. Default: the model's. */
+    /** Gen: tokens per request; Stream: KV cells of all its sessions together (each session's KV share is this divided
+     * by `maxSessions`). Default: the model's (StreamGuard's `contextSize`). */
     contextSize?: number,
     /** The llama.cpp flavour; default `"auto"`. */
     gpu?: GpuOption,
@@ -31,8 +32,8 @@ export interface QwenguardServerOptions {
     /** Load each model file in a child process first, for files you do not trust (see `isolate` of GenGuard / StreamGuard). */
     isolate?: boolean,
     /**
-     * Stream: most tokens one session may hold (conversation and response), so that one client cannot fill the KV cells
-     * all sessions share; default: half of the context when it has more than one session, else all of it.
+     * Stream: most tokens one session may hold (conversation and response), at most its KV share; default: the share
+     * (`contextSize / maxSessions`), or half of the pool for a StreamGuard passed in with kvLayout `"shared"`.
      */
     maxSessionTokens?: number,
     /** Work that may wait for a busy model (per model) before the server answers 429; default 64. */

@@ -58,7 +58,7 @@ export class StreamSession {
         const header = tokenizeSegments(streamAssistantHeaderSegments(thinking), tokenize);
         const total = prompt.length + header.length;
         const [limit, source] = maxTokens != null && maxTokens < guard.sessionTokenLimit ? [maxTokens, `maxTokens ${maxTokens}`]
-            : [guard.sessionTokenLimit, `contextSize ${guard.options.contextSize}, model context ${guard.info.trainContextSize}`];
+            : [guard.sessionTokenLimit, guard._sessionLimitSource()];
         if (total > limit)
             throw new ContextLimitError(`The conversation is ${prompt.length} tokens (+${header.length} for the assistant header), ` +
                 `over the session limit of ${limit} tokens (${source})`, total, limit);

@@ -55,7 +55,8 @@ export async function loadStreamModel(t: Test, model: ConvertedStream, headPath 
 /** Small, single-threaded contexts keep the tests steady on a busy two-core machine; the rest as StreamGuard sets it on
  * the CPU. */
 export const SMALL_CONTEXT: AddonStreamContextOptions = {
-    contextSize: 512, maxSequences: 4, batchSize: 64, ubatchSize: 128, outputBatchSize: 64, threads: 1, flashAttention: "off", stopAfterHidden: true
+    contextSize: 512, maxSequences: 4, batchSize: 64, ubatchSize: 128, outputBatchSize: 64, threads: 1, flashAttention: "off", stopAfterHidden: true,
+    kvLayout: "shared"
 };
 
 /** Creates a context, disposed (before its model) when the test ends. */

@@ -144,11 +144,16 @@ t.test("pages of other sites may not open sessions; allowed origins and clients 
     t.match(await allowed.next("prompt"), {verdict: {level: "Safe"}});
 });
 
-t.test("one session holds at most half the shared context by default (--max-session-tokens)", async (t) => {
+t.test("one session holds at most its share of the KV budget, or --max-session-tokens", async (t) => {
     const small = await startServer(t, {models: [(await plantedModels()).stream], contextSize: 256, maxSessions: 2});
     const client = await open(t, small.url);
     client.send({type: "text", text: "word ".repeat(200)});
-    t.match(await client.next("error"), {error: {code: "context_length_exceeded", message: /over its limit of 128 \(maxTokens 128\)/}});
+    t.match(await client.next("error"), {error: {code: "context_length_exceeded",
+        message: /over its limit of 128 \(contextSize 256 \/ maxSessions 2, model context 8192\)/}});
+    const capped = await startServer(t, {models: [(await plantedModels()).stream], contextSize: 256, maxSessions: 2, maxSessionTokens: 96});
+    const cappedClient = await open(t, capped.url);
+    cappedClient.send({type: "text", text: "word ".repeat(200)});
+    t.match(await cappedClient.next("error"), {error: {code: "context_length_exceeded", message: /over its limit of 96 \(maxTokens 96\)/}});
 });
 
 t.test("without a Stream model the upgrade is refused with a 400", async (t) => {

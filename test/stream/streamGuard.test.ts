@@ -33,6 +33,13 @@ t.test("bad input is refused with what was wrong and what was expected", async (
     await t.rejects(StreamGuard.load({model: planted.modelPath, flashAttention: "on" as never}), {
         name: "TypeError", message: 'Expected a boolean for "flashAttention" but received "on"'
     });
+    await t.rejects(StreamGuard.load({model: planted.modelPath, kvLayout: "paged" as never}), {
+        name: "TypeError", message: 'Expected "kvLayout" to be "per-session" or "shared" but received "paged"'
+    });
+    await t.rejects(StreamGuard.load({model: planted.modelPath, contextSize: 63, maxSessions: 4}), {
+        name: "RangeError", message: 'Expected "contextSize" of at least 16 cells per session (64 for 4 sessions) with kvLayout "per-session" ' +
+            "but received 63: pass a larger contextSize or fewer maxSessions"
+    });
 
     await t.rejects(guard.createSession({messages: "hi" as never}), {name: "TypeError", message: 'Expected an array of {role, content} for "messages" but received "hi"'});
     await t.rejects(guard.createSession({messages: [{role: "robot", content: "x"}] as never}), {
@@ -66,6 +73,33 @@ t.test("a prompt that does not fit is refused, naming the token count and the li
     t.equal(session.tokens.length, 64 - before, "and its verdicts are in the session");
     await t.rejects(session.finish(), {name: "ContextLimitError", message: /the first 0 of these \d+ response tokens were scored/}, "then nothing more");
     await session.dispose();
+});
+
+t.test("kvLayout: a session's share of the KV budget per session, the whole pool when shared", async (t) => {
+    t.equal(guard.options.kvLayout, "per-session", "the default");
+    t.equal(guard.sessionTokenLimit, 512, "contextSize 2048 / maxSessions 4");
+    const long = ask("word ".repeat(600));
+    await t.rejects(guard.createSession({messages: long}), {
+        name: "ContextLimitError", limit: 512,
+        message: /^The conversation is 60\d tokens \(\+\d+ for the assistant header\), over the session limit of 512 tokens \(contextSize 2048 \/ maxSessions 4, model context 8192\)$/
+    });
+    const shared = await StreamGuard.load({model: planted.modelPath, threads: 1, contextSize: 2048, maxSessions: 4, kvLayout: "shared"});
+    t.teardown(() => shared.dispose());
+    t.equal(shared.sessionTokenLimit, 2048, "one pool: any one session may fill it");
+    const [inShared, again] = [await shared.moderate(long), await shared.moderate(long)];
+    t.equal(inShared.prompt?.level, again.prompt?.level, "a long conversation fits the shared pool");
+
+    const defaults = await StreamGuard.load({model: planted.modelPath, threads: 1});
+    t.teardown(() => defaults.dispose());
+    t.same([defaults.options.contextSize, defaults.sessionTokenLimit], [16384, 2048], "default budget: twice the model context, 2,048 a session at 8");
+    const one = await StreamGuard.load({model: planted.modelPath, threads: 1, maxSessions: 1});
+    t.teardown(() => one.dispose());
+    t.same([one.options.contextSize, one.sessionTokenLimit], [8192, 8192], "one session: the model context, all its own");
+
+    // the same conversations in both layouts, side by side: the same verdicts
+    const messages = [ask("How do I bake bread?"), ask("Tell me about the weather"), ask("word ".repeat(300))];
+    const reports = await Promise.all([guard, shared].map((g) => Promise.all(messages.map((m) => g.moderate(m)))));
+    t.same(reports[0].map((r) => r.prompt), reports[1].map((r) => r.prompt), "per-session and shared agree");
 });
 
 /** Drains a generator. */
