@@ -2,6 +2,7 @@
 
 import type {GenResults} from "./genBench.js";
 import type {MemoryResult} from "./memoryBench.js";
+import type {SessionsResults} from "./sessionsBench.js";
 import {mapSummary} from "./stats.js";
 import type {Summary} from "./stats.js";
 import type {StreamResults} from "./streamBench.js";
@@ -32,6 +33,7 @@ export interface BenchFile {
 /** Everything one run measured (sections skipped with `--only` are absent). */
 export interface BenchResults {
     stream?: StreamResults,
+    sessions?: SessionsResults,
     gen?: GenResults,
     memory?: MemoryResult[]
 }
@@ -70,7 +72,17 @@ export function checkTargets(results: BenchResults): TargetCheck[] {
     const byValue = (target: string, measured: number, limit: number, direction: "atMost" | "atLeast") => {
         checks.push({target, measured, limit, met: direction === "atMost" ? measured <= limit : measured >= limit, spread: null, borderline: false});
     };
-    const {stream, gen, memory} = results;
+    const {stream, sessions, gen, memory} = results;
+    for (const {context, layouts} of sessions?.contexts ?? []) {
+        const points = layouts["per-sequence"].filter((point) => !point.spread);
+        const eight = points.find((point) => point.sessions === 8);
+        const sixteen = points.find((point) => point.sessions === 16);
+        if (eight != null)
+            bySummary(`8 concurrent Stream sessions / one alone ≥ 2.5 (context ${context})`, eight.vsAlone, 2.5, "atLeast");
+        if (eight != null && sixteen != null && context >= 800)
+            byValue(`16 concurrent Stream sessions / 8 ≥ 1.0, tokens/s (context ${context})`,
+                sixteen.tokensPerSecond.median / eight.tokensPerSecond.median, 1.0, "atLeast");
+    }
     if (stream != null) {
         bySummary("Stream decode / backbone floor ≤ 1.10", stream.decode.ratios.vsFloor, 1.10, "atMost");
         bySummary("Stream decode / generator ≤ 1.00", stream.decode.ratios.vsGenerator, 1.00, "atMost");
@@ -128,7 +140,7 @@ export function formatReport({meta, results, targets}: BenchFile): string {
     const table = new Table();
     table.text(reportTitle(meta));
     table.text(`${"".padEnd(62)} ${"unit".padEnd(9)} ${"median".padStart(9)}  min–max`);
-    const {stream, gen, memory} = results;
+    const {stream, sessions, gen, memory} = results;
     if (stream != null) {
         const {decode, scoring, flatness, nativeHead} = stream;
         table.heading(`1. Stream decode, one token at a time, at context ${decode.context} (${decode.stepTokens} tokens per round, ` +
@@ -174,6 +186,24 @@ export function formatReport({meta, results, targets}: BenchFile): string {
             table.row("native: head share of a token", "%", nativeHead.headPercent, 2);
         }
     }
+    if (sessions != null) {
+        table.heading(`4b. Concurrent Stream sessions: S sessions push one token each per step (one evaluate); the per-session ` +
+            `context holds ${sessions.held.perSequence} sessions (${sessions.cells.perSequence} cells each), the shared pool ${sessions.held.shared}`);
+        for (const {context, layouts, ceiling, perSequenceVsShared} of sessions.contexts) {
+            for (const point of ceiling ?? []) {
+                table.row(`context ${context}, ceiling: ONE session fed ${point.tokens} tokens a step, all scored`, "tokens/s", point.tokensPerSecond, 1);
+                table.row("  / one session alone", "×", point.vsAlone, 2);
+            }
+            for (const [layout, label] of [["per-sequence", "KV stream per session"], ["shared", "one shared KV pool"]] as const)
+                for (const point of layouts[layout]) {
+                    const what = `context ${context}, ${label}, ${point.sessions} session${point.sessions > 1 ? "s" : ""}${point.spread ? " (ids spread)" : ""}`;
+                    table.row(what, "tokens/s", point.tokensPerSecond, 1);
+                    table.row("  / one session alone", "×", point.vsAlone, 2);
+                }
+            for (const {sessions: count, ratio} of perSequenceVsShared)
+                table.row(`context ${context}, ${count} session${count > 1 ? "s" : ""}: per-session streams / shared pool`, "×", ratio, 2);
+        }
+    }
     if (gen != null) {
         table.heading("5. Gen (prompt moderation)");
         for (const latency of gen.latency) {
@@ -205,7 +235,7 @@ export function formatReport({meta, results, targets}: BenchFile): string {
         }
     }
     if (targets.length > 0) {
-        table.heading("Targets (issue 8)");
+        table.heading("Targets (issues 8 and 14)");
         for (const check of targets) {
             const spread = check.spread == null ? "" : ` (${check.spread.min.toFixed(3)}–${check.spread.max.toFixed(3)})`;
             table.text(`${check.met ? "met   " : "MISSED"} ${check.target}: ${check.measured.toFixed(3)}${spread}${check.borderline ? " borderline" : ""}`);

@@ -16,9 +16,10 @@ import {runGenBench} from "./genBench.js";
 import type {RoundOptions} from "./interleave.js";
 import {runMemoryBench} from "./memoryBench.js";
 import type {MemoryCase} from "./memoryBench.js";
+import {runSessionsBench} from "./sessionsBench.js";
 import {runStreamBench} from "./streamBench.js";
 
-const USAGE = "Usage: npm run bench -- [--size 0.6b|4b] [--quick] [--out FILE] [--only stream,gen,memory] [--threads N]\n" +
+const USAGE = "Usage: npm run bench -- [--size 0.6b|4b] [--quick] [--out FILE] [--only stream,sessions,gen,memory] [--threads N]\n" +
     "       npm run bench -- --report FILE   (prints the table of a saved run)\n" +
     "  --size     model shapes (default 0.6b); models are generated once into .cache/bench/\n" +
     "  --quick    tiny models and few repetitions: proves the bench runs (about a minute), measures nothing useful\n" +
@@ -27,7 +28,7 @@ const USAGE = "Usage: npm run bench -- [--size 0.6b|4b] [--quick] [--out FILE] [
     "  --threads  CPU threads of every engine (default 2, the issue's setting)";
 
 /** Every section; `--only` picks some. */
-const SECTIONS = ["stream", "gen", "memory"] as const;
+const SECTIONS = ["stream", "sessions", "gen", "memory"] as const;
 type Section = typeof SECTIONS[number];
 
 /** How much each section does: the full run, or the `--quick` smoke run. */
@@ -43,7 +44,12 @@ interface Plan {
     genInputTokens: number[],
     throughputItems: number,
     parallel: number[],
-    memoryRuns: number
+    memoryRuns: number,
+    sessionRounds: RoundOptions,
+    sessionContexts: number[],
+    sessionCounts: number[],
+    sessionShared: number,
+    sessionSteps: number
 }
 
 /** The issue's settings: threads=2 (this machine's cores), context ~120, 500-token responses, 100/1000/4000. */
@@ -59,7 +65,12 @@ const FULL: Plan = {
     genInputTokens: [60, 600],
     throughputItems: 8,
     parallel: [1, 4],
-    memoryRuns: 3
+    memoryRuns: 3,
+    sessionRounds: {warmup: 1, rounds: 4},
+    sessionContexts: [100, 800],
+    sessionCounts: [1, 8, 16],
+    sessionShared: 8,
+    sessionSteps: 8
 };
 
 /** Every code path once or twice, on the tiny models. */
@@ -73,7 +84,12 @@ const QUICK: Plan = {
     nativeRuns: 1,
     genInputTokens: [60],
     throughputItems: 4,
-    memoryRuns: 1
+    memoryRuns: 1,
+    sessionRounds: {warmup: 0, rounds: 1},
+    sessionContexts: [100],
+    sessionCounts: [1, 2, 4],
+    sessionShared: 4,
+    sessionSteps: 2
 };
 
 const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
@@ -162,6 +178,11 @@ async function main(): Promise<void> {
     if (sections.has("stream")) {
         results.stream = await runStreamBench({models, runtime, threads: plan.threads, rounds: plan.streamRounds, stepTokens: plan.stepTokens,
             decodeContext: plan.decodeContext, scoreTokens: plan.scoreTokens, flatPositions: plan.flatPositions, nativeRuns: plan.nativeRuns, log});
+        await save({meta: meta(), results, targets: []});
+    }
+    if (sections.has("sessions")) {
+        results.sessions = await runSessionsBench({models, addon: runtime.addon, threads: plan.threads, rounds: plan.sessionRounds,
+            contexts: plan.sessionContexts, sessions: plan.sessionCounts, sharedSessions: plan.sessionShared, steps: plan.sessionSteps, log});
         await save({meta: meta(), results, targets: []});
     }
     if (sections.has("gen"))
