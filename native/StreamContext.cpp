@@ -241,7 +241,10 @@ Napi::Value StreamContext::truncate_sequence(const Napi::CallbackInfo & info) {
 Napi::Value StreamContext::copy_sequence(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     qg_stream_context * core = core_or_throw(env, "copySequence");
-    const int32_t src = sequence_arg(info, "copySequence", true);
+    const int32_t src = addon_arg_int32(env, "StreamContext.copySequence", "source", info[0]);
+    if (src >= 0 && src < static_cast<int32_t>(seq_jobs_.size()) && seq_jobs_[static_cast<size_t>(src)] > 0) {
+        throw Napi::Error::New(env, "StreamContext.copySequence: sequence " + std::to_string(src) + " has an evaluate in flight; await it first");
+    }
     const int32_t dst = addon_arg_int32(env, "StreamContext.copySequence", "target", info[1]);
     if (dst >= 0 && dst < static_cast<int32_t>(seq_jobs_.size()) && seq_jobs_[static_cast<size_t>(dst)] > 0) {
         throw Napi::Error::New(env, "StreamContext.copySequence: sequence " + std::to_string(dst) + " has an evaluate in flight; await it first");

@@ -23,6 +23,7 @@ struct qg_stream_seq {
     bool     acquired = false;
     int32_t  n_tokens = 0;
     uint32_t epoch    = 0;  // bumped by release and truncate: a running evaluate then leaves the length alone
+    bool     in_evaluate = false;  // a request of the running evaluate appends to it
 };
 
 // A KV-cache change asked for while an evaluate was running: removing [p0, end) of `seq` (dst < 0), or copying all
@@ -247,16 +248,27 @@ bool qg_stream_context_seq_copy(qg_stream_context * ctx, int32_t src, int32_t ds
     if (!seq_check_acquired(ctx, src, error) || !seq_check_acquired(ctx, dst, error)) {
         return false;
     }
-    if (src == dst || ctx->seqs[dst].n_tokens != 0) {
-        error = "Expected an empty target sequence other than the source, but sequence " + std::to_string(dst) + " holds " +
-                std::to_string(ctx->seqs[dst].n_tokens) + " tokens" + (src == dst ? " and is the source" : "") +
-                "; truncate it to 0 first";
+    if (src == dst) {
+        error = "Expected a target sequence other than the source, but both are " + std::to_string(src);
         return false;
+    }
+    if (ctx->seqs[dst].n_tokens != 0) {
+        error = "Expected an empty target sequence, but sequence " + std::to_string(dst) + " holds " +
+                std::to_string(ctx->seqs[dst].n_tokens) + " tokens; truncate it to 0 first";
+        return false;
+    }
+    // the copy takes effect after the running evaluate, when a source it appends to would hold more than it says now
+    for (const int32_t seq : { src, dst }) {
+        if (ctx->seqs[seq].in_evaluate) {
+            error = "sequence " + std::to_string(seq) + " is being evaluated; copy it once that evaluate has finished";
+            return false;
+        }
     }
     const int32_t n_tokens = ctx->seqs[src].n_tokens;
     if (!ctx->params.kv_per_seq && n_used_locked(ctx) + n_tokens > static_cast<int32_t>(ctx->params.n_ctx)) {
         error = "The context is full: the sequences hold " + std::to_string(n_used_locked(ctx)) + " tokens and the copy adds " +
-                std::to_string(n_tokens) + ", more than its contextSize of " + std::to_string(ctx->params.n_ctx) + " cells";
+                std::to_string(n_tokens) + ", more than its contextSize of " + std::to_string(ctx->params.n_ctx) +
+                " cells; release or truncate sequences, or create the context with a larger contextSize";
         return false;
     }
     if (n_tokens > 0) {
@@ -619,6 +631,7 @@ bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_st
             plan[r].out_row0 = static_cast<int32_t>(n_rows_all);
             epochs[r]        = ctx->seqs[requests[r].seq].epoch;
             n_rows_all      += static_cast<int64_t>(requests[r].outputs.size());
+            ctx->seqs[requests[r].seq].in_evaluate = true;
         }
         ctx->evaluating = true;
     }
@@ -653,6 +666,9 @@ bool qg_stream_context_evaluate(qg_stream_context * ctx, const std::vector<qg_st
         apply_op(ctx, op);
     }
     ctx->pending.clear();
+    for (const qg_stream_plan_req & p : plan) {
+        ctx->seqs[p.seq].in_evaluate = false;
+    }
     ctx->evaluating = false;
     if (!ok) {
         results.clear();

@@ -9,8 +9,9 @@
 // sequences of very different lengths, where a fixed share would refuse what the pool could hold.
 //
 // Threading: one qg_stream_context_evaluate() at a time (a second concurrent call fails). While it runs on one
-// thread, the sequence functions (acquire, release, truncate, length, n_used) may be called from another; a
-// release or truncate then takes effect in the KV cache when the evaluate finishes.
+// thread, the sequence functions (acquire, release, truncate, copy, length, n_used) may be called from another; a
+// release, truncate or copy then takes effect in the KV cache when the evaluate finishes (a copy from or into a
+// sequence that the running evaluate appends to is refused).
 #pragma once
 
 #include <cstdint>

@@ -31,7 +31,7 @@ const trailingNewlines = (text: string) => text.length - text.replace(/\n+$/, ""
  * last user message, and is dropped from earlier turns), and newlines at the start of the answer are stripped.
  * @returns the segments, and where the last message's (the response's) kept stretches lie in them
  */
-export function officialStreamRendering(messages: readonly Message[]): {segments: TokenSegment[], response: KeptStretch[]} {
+export function officialStreamRendering(messages: readonly Message[]): {segments: TokenSegment[], response: KeptStretch[], responseEnd: number} {
     const lastUser = messages.map((message) => message.role).lastIndexOf("user");
     const segments: TokenSegment[] = [];
     let offset = 0;
@@ -40,6 +40,7 @@ export function officialStreamRendering(messages: readonly Message[]): {segments
         offset += bytesOf("special" in segment ? segment.special : segment.text);
     };
     let response: KeptStretch[] = [];
+    let responseEnd = 0;
     messages.forEach((message, index) => {
         const text = nfc(message.content);
         push({special: "<|im_start|>"});
@@ -82,14 +83,16 @@ export function officialStreamRendering(messages: readonly Message[]): {segments
                 response = stretches.filter((stretch) => stretch.length > 0);
         }
         push({special: "<|im_end|>"});
+        responseEnd = offset;
         push({text: "\n"});
     });
-    return {segments, response};
+    return {segments, response, responseEnd};
 }
 
 /**
  * The byte count in the label's rendering that ends where `scoredEnd` bytes of the response end: inside a kept
- * stretch, the same byte; in text the template drops (a stripped newline, a `<think>` tag), the first kept byte after it.
+ * stretch, the same byte; in text the template drops (a stripped newline, a `<think>` tag), the first kept byte after
+ * it; after the last kept byte (an answer that is all newlines), the response turn's `<|im_end|>`.
  */
 function labelEnd(stretches: readonly KeptStretch[], scoredEnd: number, fallback: number): number {
     for (const stretch of stretches) {
@@ -121,10 +124,7 @@ export function labelPosition(tokenizer: JudgeTokenizer, messages: readonly Mess
     let scoredEnd = 0;
     for (let i = 0; i <= flagIndex; i++)
         scoredEnd += tokenizer.tokenBytes(responseTokens[i]).length;
-    let total = 0;
-    for (const id of labelIds)
-        total += tokenizer.tokenBytes(id).length;
-    const flagEnd = rendering == null ? scoredEnd : labelEnd(rendering.response, scoredEnd, total);
+    const flagEnd = rendering == null ? scoredEnd : labelEnd(rendering.response, scoredEnd, rendering.responseEnd);
     let bytes = 0;
     for (let j = 0; j < labelIds.length; j++) {
         bytes += tokenizer.tokenBytes(labelIds[j]).length;

@@ -39,7 +39,7 @@ export interface StreamGuardOptions {
     /** KV cells of all sessions together, the guard's one KV budget. With `kvLayout` `"per-session"` each session
      * holds at most `contextSize / maxSessions` tokens ({@link StreamGuard.sessionTokenLimit}). Default: twice the
      * model's training context (16,384 cells for Qwen3Guard-Stream: 2,048 a session at 8 sessions, 1.8 GiB at 0.6B)
-     * with several sessions, else the training context. */
+     * with kvLayout `"per-session"` and several sessions, else the training context. */
     contextSize?: number,
     /** Most sessions open at once; default 8. */
     maxSessions?: number,
@@ -101,8 +101,8 @@ export interface StreamSessionOptions {
     /** Default `"strict"`. */
     policy?: PolicyOption,
     /**
-     * Most tokens the session may hold (the conversation, the assistant header and the response), so that one session
-     * cannot fill the KV cells all sessions share; default and at most {@link StreamGuard.sessionTokenLimit}.
+     * Most tokens the session may hold (the conversation, the assistant header and the response), e.g. so that one
+     * session cannot fill a shared pool; default and at most {@link StreamGuard.sessionTokenLimit} (its KV share).
      */
     maxTokens?: number
 }

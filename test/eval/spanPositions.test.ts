@@ -55,4 +55,9 @@ t.test("a flag maps to the official token that holds the same text, wherever the
     t.equal(labelPosition(tokenizer, messages, scored, 0, true).flagAt, encode(renderSegments(officialStreamRendering(messages).segments)).indexOf(encode("bomb")[0]),
         "a flag on stripped newlines falls on the first kept token after them");
     t.same(labelPosition(tokenizer, messages, scored, null, false), {flagAt: null, labelTokens: scored.length}, "no flag; the response's own tokens");
+
+    const blank: Message[] = [{role: "user", content: "hi"}, {role: "assistant", content: "\n\n"}];
+    const blankIds = encode(renderSegments(officialStreamRendering(blank).segments));
+    t.equal(labelPosition(tokenizer, blank, encode("\n\n"), 0, true).flagAt, blankIds.lastIndexOf(151645),
+        "an answer of newlines only: the flag falls on the response turn's <|im_end|>");
 });

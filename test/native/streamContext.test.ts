@@ -228,7 +228,7 @@ t.test("a KV stream per sequence: each holds contextSize / maxSequences tokens, 
         Error, "request 1: sequence 0 holds 100 tokens and this evaluate adds 29, more than the 128 cells of its KV stream (contextSize 512 / " +
         "maxSequences 4); truncate it, or create the context with a larger contextSize or fewer maxSequences");
     t.same(ids.map((id) => context.sequenceLength(id)), [100, 128, 0, 0], "refused whole: no sequence changed");
-    t.equal(context.usedCells(), 228, "the other sequences' cells do not count against a stream");
+    t.equal(context.usedCells(), 228, "the refused request added nothing: 100 + 128 cells in use");
 
     const step = async (order: number[]) => {
         await context.evaluate(order.map((i) => request(ids[i], randomTokens(random, 1), Int32Array.of(0), RESPONSE)));
@@ -250,13 +250,26 @@ t.test("a copied sequence continues as if it had been fed its source's tokens, i
         await context.evaluate([request(source, prefix, Int32Array.of())]);
         context.copySequence(source, copy);
         t.equal(context.sequenceLength(copy), 40, `${kvLayout}: the copy holds the source's tokens`);
-        await expectError(t, () => context.copySequence(source, copy), RangeError, "StreamContext.copySequence: Expected an empty target sequence " +
-            "other than the source, but sequence 1 holds 40 tokens; truncate it to 0 first");
+        await expectError(t, () => context.copySequence(source, copy), RangeError, "StreamContext.copySequence: Expected an empty target sequence, " +
+            "but sequence 1 holds 40 tokens; truncate it to 0 first");
+        await expectError(t, () => context.copySequence(source, source), RangeError,
+            `StreamContext.copySequence: Expected a target sequence other than the source, but both are ${source}`);
         const [viaCopy, viaSource] = await context.evaluate([request(copy, rest, allOutputs(rest.length)), request(source, rest, allOutputs(rest.length))]);
         const [alone] = await context.evaluate([request(fresh, Int32Array.from([...prefix, ...rest]), Int32Array.from({length: rest.length}, (_, i) => 40 + i))]);
         const worst = Math.max(maxAbsDiff(viaCopy.response!, alone.response!), maxAbsDiff(viaSource.response!, alone.response!), maxAbsDiff(viaCopy.query!, alone.query!));
         // without the prefix's cells the copy's attention would see nothing before `rest`, and its outputs would differ
         t.ok(worst < 1e-4, `${kvLayout}: the copy, the source and a fresh feed agree (max |Δ| ${worst.toExponential(2)})`);
+
+        // while another sequence's evaluate is in flight the copy waits for it in the engine; one in flight is refused
+        const late = context.acquireSequence();
+        context.truncateSequence(fresh, 0);
+        const running = context.evaluate([request(fresh, prefix, Int32Array.of())]);
+        await expectError(t, () => context.copySequence(fresh, late), Error, `StreamContext.copySequence: sequence ${fresh} has an evaluate in flight; await it first`);
+        context.truncateSequence(source, 40);
+        context.copySequence(source, late);
+        await running;
+        const [viaLate] = await context.evaluate([request(late, rest, allOutputs(rest.length))]);
+        t.ok(maxAbsDiff(viaLate.response!, alone.response!) < 1e-4, `${kvLayout}: a copy made while another evaluate ran is the source's too`);
     }
 });
 
@@ -270,7 +283,8 @@ t.test("both KV layouts give the same probabilities for the same sessions", asyn
     };
     const [shared, perSequence] = [await run("shared"), await run("per-sequence")];
     const worst = Math.max(...shared.flatMap((result, i) => [maxAbsDiff(perSequence[i].query!, result.query!), maxAbsDiff(perSequence[i].response!, result.response!)]));
-    t.ok(worst < 1e-5, `max |Δ| ${worst.toExponential(2)} over ${sessions.length} sessions`);
+    // the layouts' ubatches differ, so their rounding may (see the interleaved test)
+    t.ok(worst < 3e-4, `max |Δ| ${worst.toExponential(2)} over ${sessions.length} sessions`);
 });
 
 t.test("truncating and feeding again gives the same outputs; a released sequence starts empty", async (t) => {

@@ -86,8 +86,7 @@ t.test("kvLayout: a session's share of the KV budget per session, the whole pool
     const shared = await StreamGuard.load({model: planted.modelPath, threads: 1, contextSize: 2048, maxSessions: 4, kvLayout: "shared"});
     t.teardown(() => shared.dispose());
     t.equal(shared.sessionTokenLimit, 2048, "one pool: any one session may fill it");
-    const [inShared, again] = [await shared.moderate(long), await shared.moderate(long)];
-    t.equal(inShared.prompt?.level, again.prompt?.level, "a long conversation fits the shared pool");
+    t.ok((await shared.moderate(long)).prompt != null, "a conversation over the per-session share fits the shared pool");
 
     const defaults = await StreamGuard.load({model: planted.modelPath, threads: 1});
     t.teardown(() => defaults.dispose());
