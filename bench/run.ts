@@ -99,7 +99,7 @@ function memoryCases(models: BenchModels, threads: number, workTokens: number): 
     const stream = {engine: "stream" as const, model: models.stream.model, head: models.stream.head, threads, workTokens};
     const gen = {engine: "gen" as const, model: models.stock, threads, workTokens};
     return [
-        {name: "StreamGuard, default options", config: stream},
+        {name: "StreamGuard, default options, one session", config: stream},
         {name: "StreamGuard, contextSize 2048", config: {...stream, contextSize: 2048}},
         {name: "GenGuard, default options", config: gen},
         {name: "GenGuard, contextSize 2048", config: {...gen, contextSize: 2048}},

@@ -117,7 +117,9 @@ export async function runStreamBench(options: StreamBenchOptions): Promise<Strea
     const maxPosition = Math.max(...options.flatPositions, options.decodeContext + options.scoreTokens);
     const contextSize = Math.ceil((maxPosition + options.stepTokens + 64) / 256) * 256;
 
-    const guard = await StreamGuard.load({...models.stream, threads, contextSize, maxSessions: 2, batchSize: BATCH_SIZE});
+    // one pool: the flatness figure grows one session to the whole context (a per-session share would halve it), and
+    // the figures stay comparable with those measured before sessions had streams of their own
+    const guard = await StreamGuard.load({...models.stream, threads, contextSize, maxSessions: 2, kvLayout: "shared", batchSize: BATCH_SIZE});
     const gpuLayers = guard.options.gpuLayers;
     const stock = await StockBackbone.load(runtime.llama, models.stock, gpuLayers, {contextSize, threads, batchSize: BATCH_SIZE});
     const tokenize = (text: string, special: boolean) => stock.tokenize(text, special);
