@@ -5,7 +5,7 @@
 // Every context holds the most sessions throughout, as a server's open sessions hold their cells whether they push or
 // not: in the shared pool even one session stepping attends over all of them (masked).
 
-import type {Addon, AddonStreamContext, AddonStreamModel} from "../src/native/AddonTypes.js";
+import type {Addon, AddonStreamContext, AddonStreamModel, AddonStreamRequest} from "../src/native/AddonTypes.js";
 import {AddonHead} from "../src/native/AddonTypes.js";
 import type {BenchModels} from "./benchModels.js";
 import {proseTokens} from "./benchTexts.js";
@@ -92,6 +92,25 @@ async function prepareContext(model: AddonStreamModel, layout: KvLayout, prompt:
     return {context, sequences};
 }
 
+/** A trial whose step is one evaluate of a request per sequence (timed), and whose repetition ends by truncating
+ * them back to the prompt. */
+function evaluateTrial(name: string, context: AddonStreamContext, sequences: readonly number[], promptLength: number,
+    request: (index: number, sequence: number) => AddonStreamRequest): StepTrial {
+    return {
+        name,
+        async step(index: number): Promise<number> {
+            const requests = sequences.map((sequence) => request(index, sequence));
+            const start = performance.now();
+            await context.evaluate(requests);
+            return performance.now() - start;
+        },
+        async finish(): Promise<void> {
+            for (const sequence of sequences)
+                context.truncateSequence(sequence, promptLength);
+        }
+    };
+}
+
 /**
  * Measures S sessions stepping together at each context, in both KV layouts.
  * @returns per context and layout, tokens/s of all sessions together and the ratio to one session
@@ -104,15 +123,16 @@ export async function runSessionsBench({models, addon, threads, rounds, contexts
     const perSequence = contexts[contexts.length - 1] + steps * ceilingCounts.reduce((sum, count) => sum + count, 0) + 64;
     // one sequence more in the per-session context: the ceiling's own
     const budget = perSequence * (maxSessions + 1);
+    const sharedHeld = Math.min(sharedSessions, maxSessions);
+    // the per-session context: the sessions and the ceiling's sequence
+    const held = (layout: KvLayout) => layout === "shared" ? sharedHeld : maxSessions + 1;
     const model = await addon.StreamModel.load({modelPath: models.stream.model, headPath: models.stream.head, gpuLayers: 0, useMmap: true});
     const results: SessionsContextResults[] = [];
     try {
         const feed = Int32Array.from(proseTokens(steps, (text) => model.tokenize(text, false)));
         for (const contextTokens of contexts) {
             const prompt = Int32Array.from(proseTokens(contextTokens, (text) => model.tokenize(text, false)));
-            const held = (layout: KvLayout) => layout === "shared" ? Math.min(sharedSessions, maxSessions) : maxSessions + 1;
-            log(`sessions: ${maxSessions} sequences of ${contextTokens} tokens per session, ${held("shared")} in the shared pool (budget ${budget} cells)`);
-            // the per-session context: the sessions and the ceiling's sequence
+            log(`sessions: ${maxSessions} sequences of ${contextTokens} tokens per session, ${sharedHeld} in the shared pool (budget ${budget} cells)`);
             const prepared = await Promise.all(KV_LAYOUTS.map((layout) => prepareContext(model, layout, prompt, held(layout), budget, threads)));
             try {
                 const trials: StepTrial[] = [];
@@ -123,52 +143,30 @@ export async function runSessionsBench({models, addon, threads, rounds, contexts
                         const chosen = spread ? sequences.filter((_, i) => i % 2 === 0).slice(0, count) : sequences.slice(0, count);
                         const name = `${layout} ${count}${spread ? " spread" : ""}`;
                         keys.push({layout, sessions: count, spread, name});
-                        trials.push({
-                            name,
-                            async step(index: number): Promise<number> {
-                                const start = performance.now();
-                                await context.evaluate(chosen.map((sequence) => ({sequence, tokens: feed.subarray(index, index + 1),
-                                    outputs: Int32Array.of(0), heads: AddonHead.response})));
-                                return performance.now() - start;
-                            },
-                            async finish(): Promise<void> {
-                                for (const sequence of chosen)
-                                    context.truncateSequence(sequence, prompt.length);
-                            }
-                        });
+                        trials.push(evaluateTrial(name, context, chosen, prompt.length,
+                            (index, sequence) => ({sequence, tokens: feed.subarray(index, index + 1), outputs: Int32Array.of(0), heads: AddonHead.response})));
                     }
                 });
                 // the ceiling on the per-sequence context's extra sequence (no session trial uses it)
                 const {context: perSequenceContext, sequences: perSequenceIds} = prepared[KV_LAYOUTS.indexOf("per-sequence")];
                 const ceilingSequence = perSequenceIds[maxSessions];
                 for (const count of ceilingCounts)
-                    trials.push({
-                        name: `ceiling ${count}`,
-                        async step(index: number): Promise<number> {
-                            const tokens = Int32Array.from({length: count}, (_, k) => feed[(index + k) % feed.length]);
-                            const start = performance.now();
-                            await perSequenceContext.evaluate([{sequence: ceilingSequence, tokens, outputs: Int32Array.from({length: count}, (_, k) => k),
-                                heads: AddonHead.response}]);
-                            return performance.now() - start;
-                        },
-                        async finish(): Promise<void> {
-                            perSequenceContext.truncateSequence(ceilingSequence, prompt.length);
-                        }
-                    });
+                    trials.push(evaluateTrial(`ceiling ${count}`, perSequenceContext, [ceilingSequence], prompt.length, (index, sequence) => ({sequence,
+                        tokens: Int32Array.from({length: count}, (_, k) => feed[(index + k) % feed.length]),
+                        outputs: Int32Array.from({length: count}, (_, k) => k), heads: AddonHead.response})));
                 const samples = await interleaveSteps(trials, {...rounds, onRound: (round) => log(`sessions: context ${contextTokens}, round ${round + 1}/${rounds.rounds}`)}, steps);
-                const toRate = (count: number) => (ms: number) => count * 1000 / ms;
                 const alone = samples["per-sequence 1"];
+                // tokens/s of `tokens` a step, and against one session alone step by step
+                const rates = (name: string, tokens: number) => ({
+                    tokensPerSecond: summarize(summarizeSteps(samples[name]).samples.map((ms) => tokens * 1000 / ms)),
+                    vsAlone: pairedSteps(samples[name], alone, (ms, aloneMs) => tokens * aloneMs / ms)
+                });
                 const layouts = Object.fromEntries(KV_LAYOUTS.map((layout) => [layout,
                     keys.filter((key) => key.layout === layout).map(({sessions: count, spread, name}): SessionsPoint => ({
-                        sessions: count, spread,
-                        tokensPerSecond: summarize(summarizeSteps(samples[name]).samples.map(toRate(count))),
-                        vsAlone: pairedSteps(samples[name], alone, (ms, aloneMs) => count * aloneMs / ms)
-                    }))])) as Record<KvLayout, SessionsPoint[]>;
+                        sessions: count, spread, ...rates(name, count)}))])) as Record<KvLayout, SessionsPoint[]>;
                 const perSequenceVsShared = sessions.filter((count) => count <= held("shared")).map((count) => ({sessions: count,
                     ratio: pairedSteps(samples[`per-sequence ${count}`], samples[`shared ${count}`], (a, b) => b / a)}));
-                const ceiling = ceilingCounts.map((count) => ({tokens: count,
-                    tokensPerSecond: summarize(summarizeSteps(samples[`ceiling ${count}`]).samples.map(toRate(count))),
-                    vsAlone: pairedSteps(samples[`ceiling ${count}`], alone, (ms, aloneMs) => count * aloneMs / ms)}));
+                const ceiling = ceilingCounts.map((count) => ({tokens: count, ...rates(`ceiling ${count}`, count)}));
                 results.push({context: contextTokens, layouts, ceiling, perSequenceVsShared});
             } finally {
                 for (const {context} of prepared)
@@ -178,5 +176,5 @@ export async function runSessionsBench({models, addon, threads, rounds, contexts
     } finally {
         await model.dispose();
     }
-    return {contexts: results, cells: {budget, perSequence}, held: {perSequence: maxSessions, shared: Math.min(sharedSessions, maxSessions)}};
+    return {contexts: results, cells: {budget, perSequence}, held: {perSequence: maxSessions, shared: sharedHeld}};
 }

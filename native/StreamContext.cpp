@@ -193,10 +193,11 @@ qg_stream_context * StreamContext::core_or_throw(Napi::Env env, const char * met
     return core_;
 }
 
-// The sequence id argument. With `idle`, refuses a sequence that a queued or running evaluate uses.
-int32_t StreamContext::sequence_arg(const Napi::CallbackInfo & info, const char * method, bool idle) const {
+// The sequence id argument `what` at `index`. With `idle`, refuses a sequence that a queued or running evaluate uses.
+int32_t StreamContext::sequence_arg(const Napi::CallbackInfo & info, const char * method, bool idle, size_t index,
+                                    const char * what) const {
     const std::string where = std::string("StreamContext.") + method;
-    const int32_t seq = addon_arg_int32(info.Env(), where, "sequence", info[0]);
+    const int32_t seq = addon_arg_int32(info.Env(), where, what, info[index]);
     if (idle && seq >= 0 && seq < static_cast<int32_t>(seq_jobs_.size()) && seq_jobs_[static_cast<size_t>(seq)] > 0) {
         throw Napi::Error::New(info.Env(), where + ": sequence " + std::to_string(seq) +
                                                " has an evaluate in flight; await it first");
@@ -241,14 +242,8 @@ Napi::Value StreamContext::truncate_sequence(const Napi::CallbackInfo & info) {
 Napi::Value StreamContext::copy_sequence(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     qg_stream_context * core = core_or_throw(env, "copySequence");
-    const int32_t src = addon_arg_int32(env, "StreamContext.copySequence", "source", info[0]);
-    if (src >= 0 && src < static_cast<int32_t>(seq_jobs_.size()) && seq_jobs_[static_cast<size_t>(src)] > 0) {
-        throw Napi::Error::New(env, "StreamContext.copySequence: sequence " + std::to_string(src) + " has an evaluate in flight; await it first");
-    }
-    const int32_t dst = addon_arg_int32(env, "StreamContext.copySequence", "target", info[1]);
-    if (dst >= 0 && dst < static_cast<int32_t>(seq_jobs_.size()) && seq_jobs_[static_cast<size_t>(dst)] > 0) {
-        throw Napi::Error::New(env, "StreamContext.copySequence: sequence " + std::to_string(dst) + " has an evaluate in flight; await it first");
-    }
+    const int32_t src = sequence_arg(info, "copySequence", true, 0, "source");
+    const int32_t dst = sequence_arg(info, "copySequence", true, 1, "target");
     std::string error;
     if (!qg_stream_context_seq_copy(core, src, dst, error)) {
         throw Napi::RangeError::New(env, "StreamContext.copySequence: " + error);

@@ -49,7 +49,8 @@ class StreamContext : public Napi::ObjectWrap<StreamContext> {
     Napi::Value dispose(const Napi::CallbackInfo & info);
 
     qg_stream_context * core_or_throw(Napi::Env env, const char * method) const;
-    int32_t sequence_arg(const Napi::CallbackInfo & info, const char * method, bool idle) const;
+    int32_t sequence_arg(const Napi::CallbackInfo & info, const char * method, bool idle, size_t index = 0,
+                         const char * what = "sequence") const;
     void job_push(Napi::AsyncWorker * worker);
 
     std::shared_ptr<StreamModelHandle> handle_;

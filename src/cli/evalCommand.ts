@@ -211,15 +211,13 @@ function modelDetails(name: string, metrics: TargetMetrics): string[] {
             lines.push(found.point == null ? `    no threshold reaches ${what} ${found.target}`
                 : `    ${what} ≥ ${found.target}: threshold ${found.point.threshold} (precision ${fixed(found.point.precision)}, recall ${fixed(found.point.recall)}, F1 ${fixed(found.point.f1)})`);
     const {labels, predicted, counts} = metrics.confusion;
-    lines.push("    confusion (rows: label, columns: verdict):");
-    lines.push(...table([["", ...predicted], ...labels.map((label, row) => [label, ...counts[row].map(String)])]).split("\n").map((line) => `      ${line}`));
+    lines.push("    confusion (rows: label, columns: verdict):", ...matrixLines(labels, predicted, counts));
     if (metrics.categories != null) {
         const categories = metrics.categories;
         lines.push(`    categories: ${categories.perCategory.filter((row) => row.support > 0)
             .map((row) => `${printable(row.category)} P ${fixed(row.precision)} R ${fixed(row.recall)} (${row.support})`).join("; ")}`);
-        lines.push("    category confusion (rows: labelled, columns: predicted):");
-        lines.push(...table([["", ...categories.predicted.map(printable)], ...categories.labels.map((label, row) => [printable(label), ...categories.counts[row].map(String)])])
-            .split("\n").map((line) => `      ${line}`));
+        lines.push("    category confusion (rows: labelled, columns: predicted):",
+            ...matrixLines(categories.labels.map(printable), categories.predicted.map(printable), categories.counts));
     }
     if (metrics.refusal != null)
         lines.push(`    refusal: F1 ${fixed(metrics.refusal.f1)}, accuracy ${fixed(metrics.refusal.accuracy)} (${metrics.refusal.tp + metrics.refusal.fp + metrics.refusal.fn + metrics.refusal.tn} records)`);
@@ -229,6 +227,11 @@ function modelDetails(name: string, metrics: TargetMetrics): string[] {
             `exact hit ${percent(timeliness.exactHitRate)}, stopped within 128 tokens ${percent(timeliness.stopRateWithin128)}` +
             `${timeliness.withoutSpan > 0 ? `; ${timeliness.withoutSpan} without a span` : ""}${timeliness.badSpans > 0 ? `; ${timeliness.badSpans} spans past the text` : ""}`);
     return lines;
+}
+
+/** A confusion matrix as indented table lines: a header of the columns, then a row per label. */
+function matrixLines(labels: readonly string[], columns: readonly string[], counts: number[][]): string[] {
+    return table([["", ...columns], ...labels.map((label, row) => [label, ...counts[row].map(String)])]).split("\n").map((line) => `      ${line}`);
 }
 
 function table(rows: string[][], emphasis: ReadonlySet<number> = new Set()): string {

@@ -59,8 +59,6 @@ export function officialStreamRendering(messages: readonly Message[]): {segments
                 const raw = before.slice(start);
                 const lead = leadingNewlines(raw);
                 reasoning = {start: start + lead, text: raw.slice(lead, raw.length - trailingNewlines(raw))};
-                if (reasoning.text.length === 0)
-                    reasoning.start = start;
                 answerStart = close + "</think>".length;
             }
             const afterLastUser = index > lastUser && (index === messages.length - 1 || reasoning.text.length > 0);

@@ -10,7 +10,7 @@ import type {Message} from "../conversation/messages.js";
 import type {AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, AddonStreamModelInfo} from "../native/AddonTypes.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
-import {booleanOption, integerOption, stringOption} from "../options.js";
+import {booleanOption, integerOption, oneOfOption, stringOption} from "../options.js";
 import {resolveModel} from "../hub/resolveModel.js";
 import {assertLoadsSafely} from "../probe/probeModel.js";
 import {resolvePolicy} from "./DecisionRule.js";
@@ -186,9 +186,7 @@ export class StreamGuard {
         const threads = integerOption("threads", options.threads ?? Math.max(1, os.availableParallelism()), 1, 1024);
         const gpuLayers = integerOption("gpuLayers", options.gpuLayers ?? (llama.gpu === false ? 0 : 999), 0, 100000);
         const maxSessions = integerOption("maxSessions", options.maxSessions ?? 8, 1, 256);
-        const kvLayout = options.kvLayout ?? "per-session";
-        if (kvLayout !== "per-session" && kvLayout !== "shared")
-            throw new TypeError(`Expected "kvLayout" to be "per-session" or "shared" but received ${JSON.stringify(kvLayout)}`);
+        const kvLayout = oneOfOption("kvLayout", options.kvLayout ?? "per-session", ["per-session", "shared"] as const);
         const batchSize = integerOption("batchSize", options.batchSize ?? 512, 1, 65536);
         const offloaded = gpuLayers > 0 && llama.gpu !== false;
         const flashAttention = options.flashAttention != null ? booleanOption("flashAttention", options.flashAttention) : offloaded ? "auto" : false;

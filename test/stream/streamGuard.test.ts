@@ -34,7 +34,7 @@ t.test("bad input is refused with what was wrong and what was expected", async (
         name: "TypeError", message: 'Expected a boolean for "flashAttention" but received "on"'
     });
     await t.rejects(StreamGuard.load({model: planted.modelPath, kvLayout: "paged" as never}), {
-        name: "TypeError", message: 'Expected "kvLayout" to be "per-session" or "shared" but received "paged"'
+        name: "TypeError", message: 'Expected one of "per-session", "shared" for "kvLayout" but received "paged"'
     });
     await t.rejects(StreamGuard.load({model: planted.modelPath, contextSize: 63, maxSessions: 4}), {
         name: "RangeError", message: 'Expected "contextSize" of at least 16 cells per session (64 for 4 sessions) with kvLayout "per-session" ' +
