@@ -43,6 +43,9 @@ class StreamContextEvaluateWorker : public Napi::AsyncWorker {
             if (requests_[r].heads & QG_STREAM_HEADS_RESPONSE) {
                 result.Set("response", floats_to_js(env, results_[r].probs[QG_STREAM_PATH_RESPONSE]));
             }
+            if (requests_[r].logits) {
+                result.Set("logits", floats_to_js(env, results_[r].logits));
+            }
             if (requests_[r].hidden) {
                 result.Set("hidden", floats_to_js(env, results_[r].hidden));
             }
@@ -315,6 +318,8 @@ Napi::Value StreamContext::evaluate(const Napi::CallbackInfo & info) {
         }
         const Napi::Value hidden = item.Get("hidden");
         req.hidden = hidden.IsUndefined() ? false : addon_arg_bool(env, where, name + ".hidden", hidden);
+        const Napi::Value logits = item.Get("logits");
+        req.logits = logits.IsUndefined() ? false : addon_arg_bool(env, where, name + ".logits", logits);
     }
     std::string error;
     if (!qg_stream_context_check(core, requests, error)) {

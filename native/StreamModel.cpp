@@ -139,6 +139,8 @@ Napi::Value StreamModel::load(const Napi::CallbackInfo & info) {
     params.head_path    = addon_arg_string(env, where, "options.headPath", options.Get("headPath"));
     params.n_gpu_layers = addon_arg_int32(env, where, "options.gpuLayers", options.Get("gpuLayers"));
     params.use_mmap     = addon_arg_bool(env, where, "options.useMmap", options.Get("useMmap"));
+    const Napi::Value gen = options.Get("gen");
+    params.gen = gen.IsUndefined() ? false : addon_arg_bool(env, where, "options.gen", gen);
     auto * worker = new StreamModelLoadWorker(env, std::move(params));
     Napi::Promise promise = worker->promise();
     worker->Queue();
@@ -168,6 +170,7 @@ Napi::Value StreamModel::info(const Napi::CallbackInfo & info) {
     result.Set("responseCategoryLabels", labels_to_js(env, mi.head.category_labels[QG_STREAM_PATH_RESPONSE]));
     result.Set("queryRiskLabels", labels_to_js(env, mi.head.risk_labels[QG_STREAM_PATH_QUERY]));
     result.Set("queryCategoryLabels", labels_to_js(env, mi.head.category_labels[QG_STREAM_PATH_QUERY]));
+    result.Set("variant", mi.gen ? "gen" : "stream");
     return result;
 }
 
@@ -247,7 +250,12 @@ Napi::Value StreamModel::create_context(const Napi::CallbackInfo & info) {
     qg_stream_context_params params = {
         static_cast<uint32_t>(context_size), static_cast<uint32_t>(max_sequences), static_cast<uint32_t>(batch_size),
         static_cast<uint32_t>(ubatch_size), static_cast<uint32_t>(output_batch), threads, flash_attn, stop_after_hidden,
-        kv_layout == "per-sequence" };
+        kv_layout == "per-sequence", {} };
+    const Napi::Value candidates = options.Get("candidates");
+    if (!candidates.IsUndefined()) {
+        const Napi::Int32Array array = addon_arg_int32_array(env, where, "options.candidates", candidates);
+        params.candidates.assign(array.Data(), array.Data() + array.ElementLength());
+    }
     handle_->n_contexts++;
     auto * worker = new StreamModelCreateContextWorker(env, handle_, Value(), params);
     Napi::Promise promise = worker->promise();

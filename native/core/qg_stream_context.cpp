@@ -24,6 +24,10 @@ struct qg_stream_seq {
     int32_t  n_tokens = 0;
     uint32_t epoch    = 0;  // bumped by release and truncate: a running evaluate then leaves the length alone
     bool     in_evaluate = false;  // a request of the running evaluate appends to it
+    // In the unified pool: the sequence this one was copied from, and how many of its first tokens' cells the two
+    // still share (counted once by n_used).
+    int32_t  shared_src = -1;
+    int32_t  n_shared   = 0;
 };
 
 // A KV-cache change asked for while an evaluate was running: removing [p0, end) of `seq` (dst < 0), or copying all
@@ -38,7 +42,10 @@ struct qg_stream_context {
     const qg_stream_model *  model = nullptr;
     qg_stream_context_params params;
     llama_context_ptr        lctx;
-    qg_stream_head_state_ptr head;
+    qg_stream_head_state_ptr head;       // a Stream model's
+    qg_output_rows_ptr       rows_data;  // a Gen model's candidate rows
+    qg_output_rows_state_ptr rows;
+    int32_t                  n_candidates = 0;
     std::unique_ptr<qg_llama_batch> batch;
     int32_t                  n_hidden = 0;
     int32_t                  n_vocab  = 0;
@@ -132,9 +139,27 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
                 std::to_string(params.n_seq_max) + " sequences (see llama.cpp's log; out of memory?)";
         return nullptr;
     }
-    ctx->head.reset(qg_stream_head_state_init(qg_stream_model_get_head(model), ctx->params.n_threads, error));
-    if (!ctx->head) {
+    if (const qg_stream_head * head = qg_stream_model_get_head(model)) {
+        ctx->head.reset(qg_stream_head_state_init(head, ctx->params.n_threads, error));
+        if (!ctx->head) {
+            return nullptr;
+        }
+    }
+    const qg_stream_model_info & info = qg_stream_model_get_info(model);
+    if (info.gen != !params.candidates.empty()) {
+        error = info.gen ? "Expected candidate tokens for a context of a Gen model" : "A Stream model's context takes no candidate tokens";
         return nullptr;
+    }
+    if (info.gen) {
+        ctx->rows_data.reset(qg_output_rows_load(info.model_path, info.n_hidden, params.candidates, error));
+        if (!ctx->rows_data) {
+            return nullptr;
+        }
+        ctx->rows.reset(qg_output_rows_state_init(ctx->rows_data.get(), error));
+        if (!ctx->rows) {
+            return nullptr;
+        }
+        ctx->n_candidates = static_cast<int32_t>(params.candidates.size());
     }
     ctx->batch.reset(new qg_llama_batch(static_cast<int32_t>(llama_n_batch(ctx->lctx.get()))));
     ctx->n_hidden = static_cast<int32_t>(qg_stream_model_get_info(model).n_hidden);
@@ -191,9 +216,24 @@ static void seq_rm_locked(qg_stream_context * ctx, int32_t seq, int32_t p0) {
 static int32_t n_used_locked(const qg_stream_context * ctx) {
     int32_t n = 0;
     for (const qg_stream_seq & s : ctx->seqs) {
-        n += s.n_tokens;
+        n += s.n_tokens - s.n_shared;
     }
     return n;
+}
+
+// The sequence keeps only its first `n_keep` tokens: it shares at most those with its source, and sequences copied
+// from it share at most those with it.
+static void shares_cut_locked(qg_stream_context * ctx, int32_t seq, int32_t n_keep) {
+    for (qg_stream_seq & s : ctx->seqs) {
+        if (s.shared_src == seq) {
+            s.n_shared = std::min(s.n_shared, n_keep);
+        }
+    }
+    qg_stream_seq & self = ctx->seqs[seq];
+    self.n_shared = std::min(self.n_shared, n_keep);
+    if (self.n_shared == 0) {
+        self.shared_src = -1;
+    }
 }
 
 bool qg_stream_context_seq_acquire(qg_stream_context * ctx, int32_t & seq, std::string & error) {
@@ -217,6 +257,12 @@ bool qg_stream_context_seq_release(qg_stream_context * ctx, int32_t seq, std::st
         return false;
     }
     seq_rm_locked(ctx, seq, 0);
+    shares_cut_locked(ctx, seq, 0);
+    for (qg_stream_seq & other : ctx->seqs) {
+        if (other.shared_src == seq) {
+            other.shared_src = -1;
+        }
+    }
     qg_stream_seq & s = ctx->seqs[seq];
     s.acquired = false;
     s.n_tokens = 0;
@@ -238,6 +284,7 @@ bool qg_stream_context_seq_truncate(qg_stream_context * ctx, int32_t seq, int32_
     if (n_keep < s.n_tokens) {
         seq_rm_locked(ctx, seq, n_keep);
         s.n_tokens = n_keep;
+        shares_cut_locked(ctx, seq, n_keep);
     }
     s.epoch++;
     return true;
@@ -265,16 +312,15 @@ bool qg_stream_context_seq_copy(qg_stream_context * ctx, int32_t src, int32_t ds
         }
     }
     const int32_t n_tokens = ctx->seqs[src].n_tokens;
-    if (!ctx->params.kv_per_seq && n_used_locked(ctx) + n_tokens > static_cast<int32_t>(ctx->params.n_ctx)) {
-        error = "The context is full: the sequences hold " + std::to_string(n_used_locked(ctx)) + " tokens and the copy adds " +
-                std::to_string(n_tokens) + ", more than its contextSize of " + std::to_string(ctx->params.n_ctx) +
-                " cells; release or truncate sequences, or create the context with a larger contextSize";
-        return false;
-    }
     if (n_tokens > 0) {
         kv_op_locked(ctx, { src, 0, dst });
     }
     ctx->seqs[dst].n_tokens = n_tokens;
+    if (!ctx->params.kv_per_seq && n_tokens > 0) {
+        // the unified pool's copy shares the cells
+        ctx->seqs[dst].shared_src = src;
+        ctx->seqs[dst].n_shared   = n_tokens;
+    }
     ctx->seqs[dst].epoch++;
     return true;
 }
@@ -316,6 +362,14 @@ static bool check_locked(const qg_stream_context * ctx, const std::vector<qg_str
         if ((req.heads & ~static_cast<uint32_t>(QG_STREAM_HEADS_ALL)) != 0) {
             error = where + "Expected heads to be a bit set of 1 (query) and 2 (response) but received " +
                     std::to_string(req.heads);
+            return false;
+        }
+        if (req.heads != 0 && !ctx->head) {
+            error = where + "this is a Gen model, which has no Stream head: ask for the candidates' logits instead of heads";
+            return false;
+        }
+        if (req.logits && !ctx->rows) {
+            error = where + "this is a Stream model, which has no candidate tokens: ask for heads instead of logits";
             return false;
         }
         for (size_t i = 0; i < req.tokens.size(); i++) {
@@ -516,7 +570,24 @@ static void plan_segments(const qg_stream_request & req, int32_t r, std::vector<
     }
 }
 
-// Runs the head over the hidden rows, one graph for all requests and both paths.
+// The candidate logits of the output rows of the requests that ask for them, in request order, in one graph.
+static bool logits_all(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
+                       const std::vector<qg_stream_plan_req> & plan, const std::vector<float> & hidden,
+                       std::vector<float> & logits, std::string & error) {
+    const size_t row_size = static_cast<size_t>(ctx->n_hidden);
+    std::vector<float> gathered;
+    for (size_t r = 0; r < requests.size(); r++) {
+        if (requests[r].logits) {
+            const float * first = hidden.data() + static_cast<size_t>(plan[r].out_row0) * row_size;
+            gathered.insert(gathered.end(), first, first + requests[r].outputs.size() * row_size);
+        }
+    }
+    const int64_t n_rows = static_cast<int64_t>(gathered.size() / row_size);
+    logits.resize(static_cast<size_t>(n_rows) * static_cast<size_t>(ctx->n_candidates));
+    return qg_output_rows_eval(ctx->rows.get(), gathered.data(), n_rows, logits.data(), error);
+}
+
+// Runs the head over the hidden rows, one graph for all requests and both paths; then the candidate logits.
 static bool head_all(qg_stream_context * ctx, const std::vector<qg_stream_request> & requests,
                      const std::vector<qg_stream_plan_req> & plan, const std::vector<float> & hidden, int64_t n_rows_all,
                      std::vector<qg_stream_result> & results, std::string & error) {
@@ -560,6 +631,11 @@ static bool head_all(qg_stream_context * ctx, const std::vector<qg_stream_reques
     if (heads != 0 && !qg_stream_head_eval(ctx->head.get(), heads, in, n_rows, out, error)) {
         return false;
     }
+    std::vector<float> logits;
+    if (ctx->rows && !logits_all(ctx, requests, plan, hidden, logits, error)) {
+        return false;
+    }
+    size_t next_logit = 0;
 
     results.assign(requests.size(), qg_stream_result());
     size_t next_row[QG_STREAM_PATH_COUNT] = {};
@@ -578,6 +654,11 @@ static bool head_all(qg_stream_context * ctx, const std::vector<qg_stream_reques
         if (req.hidden) {
             const float * first = hidden.data() + static_cast<size_t>(plan[r].out_row0) * row_size;
             results[r].hidden.assign(first, first + n_out_rows * row_size);
+        }
+        if (req.logits) {
+            const float * first = logits.data() + next_logit * static_cast<size_t>(ctx->n_candidates);
+            results[r].logits.assign(first, first + n_out_rows * static_cast<size_t>(ctx->n_candidates));
+            next_logit += n_out_rows;
         }
     }
     return true;

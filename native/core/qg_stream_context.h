@@ -1,5 +1,6 @@
-// Sessions of a Qwen3Guard-Stream model: sequences of ONE llama_context shared by all of them, fed in batches, with
-// the head applied to the positions asked for. No N-API types.
+// Sequences of ONE llama_context shared by all of them, fed in batches: the sessions of a Qwen3Guard-Stream model,
+// with the head applied to the positions asked for, or the requests of a Qwen3Guard-Gen model, with the logits of
+// its candidate tokens read at the positions asked for (never llama.cpp's whole LM head). No N-API types.
 //
 // KV layout (kv_per_seq): llama.cpp's non-unified cache gives every sequence a stream of its own, n_ctx / n_seq_max
 // cells, and a token's attention runs over its own stream only. In the unified cache all sequences share one pool of
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "qg_output_rows.h"
 #include "qg_stream_head.h"
 #include "qg_stream_model.h"
 
@@ -46,6 +48,8 @@ struct qg_stream_context_params {
                                       // (false: the whole graph runs, as stock llama.cpp does; for comparisons)
     bool          kv_per_seq;     // a KV stream per sequence of n_ctx / n_seq_max cells (each sequence's limit);
                                   // false: one unified pool of n_ctx cells that any sequence may fill
+    std::vector<int32_t> candidates;  // a Gen model: the distinct tokens whose logits requests may ask for (their
+                                      // output-matrix rows are read from the model file)
 };
 
 // Tokens appended to one sequence, and the positions whose head outputs are wanted.
@@ -53,8 +57,9 @@ struct qg_stream_request {
     int32_t              seq;
     std::vector<int32_t> tokens;
     std::vector<int32_t> outputs;  // strictly ascending indices into tokens
-    uint32_t             heads;    // qg_stream_heads bits
+    uint32_t             heads;    // qg_stream_heads bits (a Stream model)
     bool                 hidden;   // also return the final-norm hidden states of the output positions
+    bool                 logits = false;  // the candidate tokens' logits at the output positions (a Gen model)
 };
 
 // Per request, row-major over its outputs.
@@ -62,15 +67,16 @@ struct qg_stream_result {
     // per path in `heads`: outputs × qg_stream_head_n_out(path) probabilities (risk softmax, then category softmax)
     std::vector<float> probs[QG_STREAM_PATH_COUNT];
     std::vector<float> hidden;  // outputs × n_hidden, when asked for
+    std::vector<float> logits;  // outputs × candidate tokens (in the model's candidate order), when asked for
 };
 
 // Where the time of the last evaluate went (for measurements).
 struct qg_stream_timings {
     int64_t t_decode_us;    // llama_decode calls, including reading the hidden states
-    int64_t t_head_us;      // the head graph
+    int64_t t_head_us;      // the head graph and the candidate logits
     int32_t n_decode;       // llama_decode calls
     int32_t n_tokens;       // tokens decoded
-    int32_t n_outputs;      // positions the head was applied to
+    int32_t n_outputs;      // output positions (head or candidate logits)
     int32_t n_graphs_stopped;  // graphs ended at the hidden states (stop_after_hidden): their LM head never ran
 };
 
@@ -92,7 +98,8 @@ bool qg_stream_context_seq_truncate(qg_stream_context * ctx, int32_t seq, int32_
 
 // Makes the empty sequence `dst` hold what `src` holds (its tokens' KV cells), without decoding them again. With
 // kv_per_seq the cells are copied into dst's stream at the next evaluate; in the unified pool the two sequences share
-// the cells (n_used still counts them twice, so the pool refuses early rather than late).
+// the cells, counted once by n_used while both hold them (a copy of a copy, once its source is released, counts twice:
+// the pool then refuses early rather than late).
 bool qg_stream_context_seq_copy(qg_stream_context * ctx, int32_t src, int32_t dst, std::string & error);
 
 // Tokens the sequence holds (those of a running evaluate count once it has finished).

@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <fstream>
 
-#include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
 #include "ggml.h"
 #include "gguf.h"
+#include "qg_cpu_graph.h"
 
 static const char * const QG_HEAD_ARCH    = "qwen3guard-stream-head";
 static const char * const QG_HEAD_VARIANT = "stream-head";
@@ -32,14 +32,12 @@ struct qg_stream_head {
 
 struct qg_stream_head_state {
     const qg_stream_head * head = nullptr;
-    ggml_backend_ptr       backend;
-    ggml_backend_set_n_threads_t set_n_threads = nullptr;
+    qg_cpu_graph           graph;
     int32_t                n_threads_max = 1;
-    int32_t                n_threads     = 0;  // as last set on the backend
-    ggml_gallocr_ptr       galloc;
-    std::vector<uint8_t>   graph_meta;  // room for the graph's tensor and node metadata (no data)
     std::vector<float>     scratch;
 };
+
+static const char * const QG_HEAD_WHAT = "the Stream head";
 
 //
 // metadata
@@ -269,9 +267,8 @@ qg_stream_head * qg_stream_head_load(const std::string & path, std::string & err
         if (!w.cat) { return nullptr; }
     }
 
-    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    ggml_backend_dev_t cpu = qg_cpu_device(error);
     if (cpu == nullptr) {
-        error = "ggml has no CPU backend loaded (was llama.cpp's backend library found?)";
         return nullptr;
     }
     head->buffer.reset(ggml_backend_alloc_ctx_tensors_from_buft(head->ctx.get(), ggml_backend_dev_buffer_type(cpu)));
@@ -307,20 +304,10 @@ static const int64_t QG_HEAD_SINGLE_THREAD_WORK = int64_t(1) << 23;  // multiply
 qg_stream_head_state * qg_stream_head_state_init(const qg_stream_head * head, int32_t n_threads, std::string & error) {
     std::unique_ptr<qg_stream_head_state> state(new qg_stream_head_state());
     state->head = head;
-    // The CPU backend is a variant library loaded at run time: reach it through ggml's registry only.
-    state->backend.reset(ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr));
-    if (!state->backend) {
-        error = "could not initialize ggml's CPU backend for the Stream head";
+    if (!qg_cpu_graph_init(state->graph, QG_HEAD_GRAPH_NODES, QG_HEAD_WHAT, error)) {
         return nullptr;
     }
-    ggml_backend_dev_t dev = ggml_backend_get_device(state->backend.get());
-    ggml_backend_reg_t reg = dev != nullptr ? ggml_backend_dev_backend_reg(dev) : nullptr;
-    state->set_n_threads = reg != nullptr
-        ? reinterpret_cast<ggml_backend_set_n_threads_t>(ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))
-        : nullptr;
     state->n_threads_max = std::max<int32_t>(1, n_threads);
-    state->galloc.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(state->backend.get())));
-    state->graph_meta.resize(ggml_tensor_overhead() * QG_HEAD_GRAPH_NODES + ggml_graph_overhead_custom(QG_HEAD_GRAPH_NODES, false));
     return state.release();
 }
 
@@ -333,8 +320,7 @@ bool qg_stream_head_eval(qg_stream_head_state * state, uint32_t heads,
                          float * const out[QG_STREAM_PATH_COUNT], std::string & error) {
     const qg_stream_head & head = *state->head;
 
-    ggml_init_params params = { state->graph_meta.size(), state->graph_meta.data(), /*.no_alloc =*/ true };
-    ggml_context_ptr ctx(ggml_init(params));
+    ggml_context_ptr ctx = qg_cpu_graph_context(state->graph);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx.get(), QG_HEAD_GRAPH_NODES, false);
 
     ggml_tensor * inp[QG_STREAM_PATH_COUNT]  = {};
@@ -368,12 +354,7 @@ bool qg_stream_head_eval(qg_stream_head_state * state, uint32_t heads,
         work += inp[p] != nullptr ? n_rows[p] * head.meta.n_hidden * head.meta.n_inner : 0;
     }
     const int32_t n_threads = work < QG_HEAD_SINGLE_THREAD_WORK ? 1 : state->n_threads_max;
-    if (state->set_n_threads != nullptr && n_threads != state->n_threads) {
-        state->set_n_threads(state->backend.get(), n_threads);
-        state->n_threads = n_threads;
-    }
-    if (!ggml_gallocr_alloc_graph(state->galloc.get(), gf)) {
-        error = "could not allocate the Stream head's compute buffer";
+    if (!qg_cpu_graph_alloc(state->graph, gf, QG_HEAD_WHAT, error)) {
         return false;
     }
     for (int p = 0; p < QG_STREAM_PATH_COUNT; p++) {
@@ -381,9 +362,7 @@ bool qg_stream_head_eval(qg_stream_head_state * state, uint32_t heads,
             ggml_backend_tensor_set(inp[p], hidden[p], 0, ggml_nbytes(inp[p]));
         }
     }
-    const enum ggml_status status = ggml_backend_graph_compute(state->backend.get(), gf);
-    if (status != GGML_STATUS_SUCCESS) {
-        error = std::string("the Stream head's graph failed to compute: ") + ggml_status_to_string(status);
+    if (!qg_cpu_graph_compute(state->graph, gf, n_threads, QG_HEAD_WHAT, error)) {
         return false;
     }
     for (int p = 0; p < QG_STREAM_PATH_COUNT; p++) {

@@ -99,7 +99,57 @@ static bool head_path_resolve(const std::string & model_path, const std::string 
     return true;
 }
 
+// A new model with llama.cpp's model loaded and the info llama.cpp gives filled in; nullptr with `error` set.
+static std::unique_ptr<qg_stream_model> model_load_llama(const qg_stream_model_params & params, std::string & error) {
+    llama_model_params mparams = llama_model_default_params();
+    mparams.n_gpu_layers = params.n_gpu_layers;
+    mparams.load_mode    = params.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    std::unique_ptr<qg_stream_model> model(new qg_stream_model());
+    model->model.reset(llama_model_load_from_file(params.model_path.c_str(), mparams));
+    if (!model->model) {
+        error = "llama.cpp could not load model " + params.model_path + " (see llama.cpp's log for the reason)";
+        return nullptr;
+    }
+    const llama_model * lmodel = model->model.get();
+    model->info.n_ctx_train = llama_model_n_ctx_train(lmodel);
+    model->info.n_vocab     = llama_vocab_n_tokens(llama_model_get_vocab(lmodel));
+    model->info.model_path  = params.model_path;
+    return model;
+}
+
+static qg_stream_model * gen_model_load(const qg_stream_model_params & params, std::string & error) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(params.model_path, ec)) {
+        error = "model file " + params.model_path + " does not exist";
+        return nullptr;
+    }
+    backbone_keys keys;
+    const bool is_backbone = backbone_keys_read(params.model_path, keys, error);
+    if (is_backbone || keys.variant == "stream-head") {
+        error = "model " + params.model_path + " is a Qwen3Guard-Stream " + (is_backbone ? "backbone" : "head") +
+                ", not a Gen model: load it as a Stream model";
+        return nullptr;
+    }
+    if (!params.head_path.empty()) {
+        error = "a Gen model has no head file, but head " + params.head_path + " was passed";
+        return nullptr;
+    }
+    std::unique_ptr<qg_stream_model> model = model_load_llama(params, error);
+    if (!model) {
+        return nullptr;
+    }
+    qg_stream_model_info & info = model->info;
+    info.n_hidden = static_cast<uint32_t>(llama_model_n_embd(model->model.get()));
+    info.n_inner  = 0;
+    info.eps      = 0.0f;
+    info.gen      = true;
+    return model.release();
+}
+
 qg_stream_model * qg_stream_model_load(const qg_stream_model_params & params, std::string & error) {
+    if (params.gen) {
+        return gen_model_load(params, error);
+    }
     backbone_keys keys;
     if (!backbone_keys_read(params.model_path, keys, error)) {
         return nullptr;
@@ -119,13 +169,8 @@ qg_stream_model * qg_stream_model_load(const qg_stream_model_params & params, st
         return nullptr;
     }
 
-    std::unique_ptr<qg_stream_model> model(new qg_stream_model());
-    llama_model_params mparams = llama_model_default_params();
-    mparams.n_gpu_layers = params.n_gpu_layers;
-    mparams.load_mode    = params.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-    model->model.reset(llama_model_load_from_file(params.model_path.c_str(), mparams));
-    if (!model->model) {
-        error = "llama.cpp could not load model " + params.model_path + " (see llama.cpp's log for the reason)";
+    std::unique_ptr<qg_stream_model> model = model_load_llama(params, error);
+    if (!model) {
         return nullptr;
     }
     const llama_model * lmodel = model->model.get();
@@ -145,8 +190,7 @@ qg_stream_model * qg_stream_model_load(const qg_stream_model_params & params, st
     info.n_hidden    = meta.n_hidden;
     info.n_inner     = meta.n_inner;
     info.eps         = meta.eps;
-    info.n_ctx_train = llama_model_n_ctx_train(lmodel);
-    info.n_vocab     = llama_vocab_n_tokens(llama_model_get_vocab(lmodel));
+    info.gen         = false;
     info.head_path   = head_path;
     info.head        = meta;
     return model.release();
@@ -167,6 +211,7 @@ const llama_model * qg_stream_model_get_llama(const qg_stream_model * model) {
 const qg_stream_head * qg_stream_model_get_head(const qg_stream_model * model) {
     return model->head.get();
 }
+
 
 bool qg_stream_model_tokenize(const qg_stream_model * model, const std::string & text, bool parse_special,
                               std::vector<int32_t> & tokens, std::string & error) {

@@ -1,5 +1,6 @@
-// A Qwen3Guard-Stream model: the backbone GGUF loaded by llama.cpp and its head GGUF (docs/FORMATS.md), checked
-// to belong together. No N-API types.
+// A model of the core: a Qwen3Guard-Stream backbone GGUF loaded by llama.cpp with its head GGUF (docs/FORMATS.md),
+// checked to belong together; or a Qwen3Guard-Gen GGUF, whose contexts read the logits of chosen candidate tokens
+// from rows of its output matrix (qg_output_rows.h). No N-API types.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,7 @@ struct qg_stream_model_params {
     std::string head_path;     // empty: the file named by qwen3guard.stream.head_file, beside the model
     int32_t     n_gpu_layers;  // layers to offload (0: none)
     bool        use_mmap;
+    bool        gen = false;   // a Gen model (any GGUF but a Stream backbone or head): no head
 };
 
 struct qg_stream_model_info {
@@ -24,8 +26,10 @@ struct qg_stream_model_info {
     float               eps;
     int32_t             n_ctx_train;
     int32_t             n_vocab;
-    std::string         head_path;  // the head file that was loaded
-    qg_stream_head_meta head;       // fingerprint and labels
+    std::string         head_path;  // the head file that was loaded ("" for a Gen model)
+    qg_stream_head_meta head;       // fingerprint and labels (empty for a Gen model)
+    bool                gen;
+    std::string         model_path;
 };
 
 struct qg_stream_model;
@@ -39,7 +43,9 @@ const qg_stream_model_info & qg_stream_model_get_info(const qg_stream_model * mo
 
 const llama_model * qg_stream_model_get_llama(const qg_stream_model * model);
 
+// nullptr for a Gen model.
 const qg_stream_head * qg_stream_model_get_head(const qg_stream_model * model);
+
 
 // Tokenizes with the backbone's vocabulary, adding no BOS/EOS; `parse_special` false reads special-token text
 // such as <|im_end|> as plain text. Returns false with `error` set when the text is too long for llama.cpp.

@@ -57,8 +57,8 @@ export function registerCheckCommand(program: Command, setExitCode: (code: numbe
         .option("--windows", "Gen: judge a message over the context in overlapping windows (the worst wins) instead of failing")
         .option("--json", "write one JSON object per item instead of a line of text")
         .option("-t, --threads <n>", "CPU threads")
-        .option("--context-size <n>", "Gen: tokens per request, template and answer included")
-        .option("--parallel <n>", "Gen: requests judged at once, in parallel sequences (each holds --context-size tokens)", "1")
+        .option("--context-size <n>", "Gen: tokens per request, template and answer included; also the KV budget of all requests together")
+        .option("--parallel <n>", "Gen: requests judged at once per target, their steps decoded together (one KV budget of --context-size)", "1")
         .action(async (files: string[], options: CheckCommandOptions) => setExitCode(await runCheck(files, options)));
 }
 

@@ -1,7 +1,7 @@
 import {existsSync} from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type {LlamaContext, LlamaContextSequence, LlamaModel, Token} from "node-llama-cpp";
+import type {Llama, LlamaContext, LlamaContextSequence, LlamaModel} from "node-llama-cpp";
 import {GgufValueType, checkLoadable, readGguf} from "../../gguf/index.js";
 import {ContextLimitError} from "../conversation/ContextLimitError.js";
 import {nfc} from "../conversation/nfc.js";
@@ -10,6 +10,7 @@ import type {Message} from "../conversation/messages.js";
 import {addedTokenIds, plainTextTokenizer} from "../conversation/plainText.js";
 import {tokenizeSegments} from "../conversation/TokenSegments.js";
 import type {TokenizeFunction} from "../conversation/TokenSegments.js";
+import type {AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, AddonStreamModelInfo} from "../native/AddonTypes.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {booleanOption, integerOption, oneOfOption, stringOption} from "../options.js";
@@ -17,15 +18,16 @@ import {resolveModel} from "../hub/resolveModel.js";
 import {assertLoadsSafely} from "../probe/probeModel.js";
 import {AnswerVocabulary} from "./AnswerVocabulary.js";
 import type {CandidateSet, TargetVocabulary} from "./AnswerVocabulary.js";
+import {StreamEvaluator} from "../stream/StreamEvaluator.js";
 import {compareEmbeddedTemplate} from "./embeddedTemplate.js";
 import {isFlagged, resolveGenPolicy} from "./genPolicy.js";
-import {NO_CATEGORY, genPromptSegments} from "./genTemplate.js";
+import {NO_CATEGORY, genInstructionsBefore, genPromptSegments} from "./genTemplate.js";
 import type {GenTarget} from "./genTemplate.js";
 import {CandidateReader, generateAnswer, scoreAnswer} from "./judgeAnswer.js";
 import type {ScoredAnswer} from "./judgeAnswer.js";
 import {parseGenAnswer} from "./parseGenAnswer.js";
+import {RequestSlots} from "./RequestSlots.js";
 import {SequencePool} from "./SequencePool.js";
-import {serializeSampling} from "./serializeSampling.js";
 import type {GenMode, GenModerateOptions, GenVerdict} from "./types.js";
 
 /** Options of {@link GenGuard.load}. */
@@ -39,11 +41,16 @@ export interface GenGuardOptions {
     pull?: boolean,
     /** CPU threads; default: all available cores. */
     threads?: number,
-    /** Layers offloaded to the GPU; default: as many as fit (node-llama-cpp's `"auto"`), none on the CPU flavour. */
+    /** Layers offloaded to the GPU; default: all when a GPU flavour is loaded, else 0. */
     gpuLayers?: number,
-    /** KV cells of each sequence, the longest request in tokens (answer included); default 4096, capped by the model's training context. */
+    /**
+     * The longest request in tokens (its rendered prompt and the answer), and the KV budget of all requests together:
+     * the guard's one KV cache holds `contextSize` cells for requests plus the two template prefixes, whatever
+     * `parallel` is. Requests that do not fit beside the running ones wait. Default 4096, capped by the model's
+     * training context.
+     */
     contextSize?: number,
-    /** Requests judged at once per target (prompt, response), in parallel sequences batched together; default 1. */
+    /** Requests judged at once per target (prompt, response): their steps share llama_decode calls; default 1. */
     parallel?: number,
     /** Most tokens per llama_decode; default 512. */
     batchSize?: number,
@@ -74,12 +81,46 @@ const MIN_WINDOW_TOKENS = 32;
 const LEVEL_RANK = {Safe: 0, Controversial: 1, Unsafe: 2} as const;
 
 /**
- * Qwen3Guard-Gen on node-llama-cpp: judges a prompt or a response (risk level, category, refusal).
+ * Most output positions per llama_decode call: a Gen request asks for one per step, and llama.cpp keeps a logits row
+ * (n_vocab floats) for each.
+ */
+const OUTPUT_BATCH_SIZE = 64;
+/** Tokens per compute graph on the CPU (as for Stream: faster prompts than llama.cpp's 512), and offloaded. */
+const CPU_UBATCH_SIZE = 128;
+const GPU_UBATCH_SIZE = 512;
+
+/** A target's template prefix (the text before the conversation), evaluated once into a sequence of its own. */
+interface TemplatePrefix {
+    sequence: number,
+    tokens: readonly number[],
+    /** Settles once the prefix is in the KV cache; null until a request needs it (again, after a failure). */
+    ready: Promise<void> | null
+}
+
+/** Generate mode's runtime: node-llama-cpp, loaded on first use. */
+interface Generator {
+    model: LlamaModel,
+    context: LlamaContext,
+    sequence: LlamaContextSequence,
+    pool: SequencePool
+}
+
+/**
+ * Qwen3Guard-Gen: judges a prompt or a response (risk level, category, refusal).
  *
  * The project renders the official Gen template itself (so GGUFs with a missing or generic embedded template work)
- * and tokenizes it so that user text never becomes a special token. Each target (prompt, response) has its own
- * sequences, whose KV cache keeps the template text before the conversation: only the conversation and the answer are
- * evaluated per request.
+ * and tokenizes it so that user text never becomes a special token.
+ *
+ * Score mode runs on the addon's core, the engine of the Stream guard: one llama.cpp context whose unified KV cache is
+ * the guard's one budget. Each target's template prefix (the ~250 tokens before the conversation) is evaluated ONCE
+ * into a sequence of its own and shared with every request of that target (llama.cpp's seq_cp: in the unified cache
+ * the request's sequence points at the same cells, nothing is copied), so a request evaluates only its conversation
+ * and answer; concurrent requests' steps go into the same llama_decode calls; and a step reads the logits of the
+ * candidate words only (the rows of the output matrix for them), never the 151,936-row LM head. Why unified rather
+ * than a KV stream per request (what Stream sessions use): a copy between streams copies a whole stream, and Gen
+ * requests are short-lived and short, so their attention over each other's (masked) cells costs little.
+ *
+ * Generate mode (the model's own greedy answer) runs on node-llama-cpp, loaded on its first use, in one sequence.
  *
  * @example
  * const gen = await GenGuard.load({model: "Qwen3Guard-Gen-0.6B-Q8_0.gguf"});
@@ -90,29 +131,41 @@ const LEVEL_RANK = {Safe: 0, Controversial: 1, Unsafe: 2} as const;
  * await gen.dispose();
  */
 export class GenGuard {
-    /** @internal */ readonly _sequences: Record<GenTarget, readonly LlamaContextSequence[]>;
     private disposed = false;
-    private readonly pools: Record<GenTarget, SequencePool>;
     private readonly reader: CandidateReader;
+    /** @internal */ readonly _slots: RequestSlots;
+    private readonly prefixes: Record<GenTarget, TemplatePrefix>;
+    /** @internal Coalesces the native requests of concurrent requests. */
+    readonly _evaluator: StreamEvaluator;
+    private generator: Promise<Generator> | null = null;
+    /** @internal Generate mode's runtime once loaded (tests read its sequence's token meter). */
+    _generator: Generator | null = null;
 
     private constructor(
-        /** @internal */ readonly _model: LlamaModel,
-        /** @internal */ readonly _context: LlamaContext,
+        /** @internal */ readonly _llama: Llama,
+        /** @internal */ readonly _model: AddonStreamModel,
+        /** @internal */ readonly _context: AddonStreamContext,
+        readonly info: AddonStreamModelInfo,
         /** @internal */ readonly _tokenize: TokenizeFunction,
         /** @internal */ readonly _vocabulary: AnswerVocabulary,
+        reader: CandidateReader,
+        prefixes: Record<GenTarget, readonly number[]>,
         /** The resolved options. */
         readonly options: Readonly<Required<Omit<GenGuardOptions, "gpu" | "onWarning" | "isolate" | "pull">>>,
         /** Warnings about the model file, also given to `onWarning` at load. */
         readonly warnings: readonly string[]
     ) {
-        const sequences = () => Array.from({length: options.parallel}, () => _context.getSequence());
-        this._sequences = {prompt: sequences(), response: sequences()};
-        this.pools = {prompt: new SequencePool(this._sequences.prompt), response: new SequencePool(this._sequences.response)};
-        this.reader = new CandidateReader(_model, _vocabulary);
+        this.reader = reader;
+        this._evaluator = new StreamEvaluator(_context);
+        const prefix = (tokens: readonly number[]): TemplatePrefix => ({sequence: _context.acquireSequence(), tokens, ready: null});
+        this.prefixes = {prompt: prefix(prefixes.prompt), response: prefix(prefixes.response)};
+        const sequences = () => Array.from({length: options.parallel}, () => _context.acquireSequence());
+        this._slots = new RequestSlots({prompt: sequences(), response: sequences()}, options.contextSize);
     }
 
     /**
-     * Loads a Gen model and creates its context: `2 × parallel` sequences of `contextSize` cells.
+     * Loads a Gen model and creates its context: one KV cache of `contextSize` cells for the requests plus the two
+     * template prefixes, `2 × parallel` request sequences.
      * @param options - the model file and its runtime options
      * @returns the judge, ready
      * @throws TypeError for a bad option; Error when the file is missing, is a Stream model, or its vocabulary lacks
@@ -126,8 +179,8 @@ export class GenGuard {
         const pull = options.pull != null ? booleanOption("pull", options.pull) : true;
         const modelPath = path.resolve((await resolveModel(stringOption("model", options.model), {pull})).path);
         const threads = integerOption("threads", options.threads ?? Math.max(1, os.availableParallelism()), 1, 1024);
-        const gpuLayers = options.gpuLayers == null ? undefined : integerOption("gpuLayers", options.gpuLayers, 0, 100000);
         const parallel = integerOption("parallel", options.parallel ?? 1, 1, 64);
+        const givenGpuLayers = options.gpuLayers == null ? undefined : integerOption("gpuLayers", options.gpuLayers, 0, 100000);
         const batchSize = integerOption("batchSize", options.batchSize ?? 512, 1, 65536);
         if (options.onWarning != null && typeof options.onWarning !== "function")
             throw new TypeError(`Expected a function for "onWarning" but received ${describeValue(options.onWarning)}`);
@@ -139,21 +192,32 @@ export class GenGuard {
         const variant = metadata.find("qwen3guard.variant", GgufValueType.STRING);
         if (variant === "stream-backbone" || variant === "stream-head")
             throw new Error(`Model ${modelPath} is a Qwen3Guard-Stream ${variant === "stream-head" ? "head" : "backbone"}: load it with StreamGuard`);
-        checkLoadable(gguf); // before llama.cpp (and node-llama-cpp's in-process simulation of the load) sees it
+        checkLoadable(gguf); // before llama.cpp sees it
         if (options.isolate != null && booleanOption("isolate", options.isolate))
             await assertLoadsSafely(modelPath);
         const trainContextSize = metadata.find(`${metadata.find("general.architecture", GgufValueType.STRING)}.context_length`, GgufValueType.UINT32);
         const contextSize = integerOption("contextSize", options.contextSize ?? Math.min(DEFAULT_CONTEXT_SIZE, trainContextSize ?? DEFAULT_CONTEXT_SIZE),
             ANSWER_TOKENS + 16, trainContextSize ?? 1 << 20);
 
-        const {llama} = await loadLlamaRuntime(options.gpu != null ? {gpu: options.gpu} : {});
-        const model = await llama.loadModel({modelPath, gpuLayers: gpuLayers ?? (llama.gpu === false ? 0 : "auto")});
+        const {llama, addon} = await loadLlamaRuntime(options.gpu != null ? {gpu: options.gpu} : {});
+        const gpuLayers = givenGpuLayers ?? (llama.gpu === false ? 0 : 999);
+        const native = await addon.StreamModel.load({modelPath, headPath: "", gpuLayers, useMmap: true, gen: true});
         try {
-            const tokenize = plainTextTokenizer((text, special) => Int32Array.from(model.tokenize(text, special)), addedTokenIds(gguf));
+            const tokenize = plainTextTokenizer((text, special) => native.tokenize(text, special), addedTokenIds(gguf));
             tokenizeSegments(genPromptSegments([{role: "user", content: ""}]).segments, tokenize); // the template tokens are single tokens
             const vocabulary = AnswerVocabulary.derive((text) => [...tokenize(text, false)]);
-            const context = await model.createContext({contextSize, sequences: 2 * parallel, threads, batchSize});
-            serializeSampling(context);
+            const reader = new CandidateReader(vocabulary);
+            const prefix = (target: GenTarget) => tokenizeSegments([{special: "<|im_start|>"}, {text: genInstructionsBefore(target)}], tokenize);
+            const prefixes = {prompt: prefix("prompt"), response: prefix("response")};
+            const offloaded = gpuLayers > 0 && llama.gpu !== false;
+            const contextOptions: AddonStreamContextOptions = {
+                contextSize: contextSize + prefixes.prompt.length + prefixes.response.length, maxSequences: 2 + 2 * parallel, batchSize,
+                ubatchSize: Math.min(batchSize, offloaded ? GPU_UBATCH_SIZE : CPU_UBATCH_SIZE), outputBatchSize: Math.min(batchSize, OUTPUT_BATCH_SIZE),
+                // as node-llama-cpp (the Gen runtime before this one) runs it, so that verdicts stay the same; on a CPU it
+                // is also faster for these short contexts
+                threads, flashAttention: "auto", stopAfterHidden: true, kvLayout: "shared", candidates: reader.tokens
+            };
+            const context = await native.createContext(contextOptions);
 
             const warnings: string[] = [];
             const templateProblem = compareEmbeddedTemplate(metadata.find("tokenizer.chat_template", GgufValueType.STRING));
@@ -163,10 +227,10 @@ export class GenGuard {
             const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, "QwenguardWarning"));
             warnings.forEach((message) => warn(message));
 
-            return new GenGuard(model, context, tokenize, vocabulary,
-                {model: modelPath, threads, gpuLayers: model.gpuLayers, contextSize, parallel, batchSize}, warnings);
+            return new GenGuard(llama, native, context, native.info(), tokenize, vocabulary, reader, prefixes,
+                {model: modelPath, threads, gpuLayers, contextSize, parallel, batchSize}, warnings);
         } catch (error) {
-            await model.dispose();
+            await native.dispose();
             throw error;
         }
     }
@@ -206,19 +270,83 @@ export class GenGuard {
                 return this.moderateInWindows(checked, mode, options.policy, overlap);
             throw new ContextLimitError(`The conversation renders to ${prompt.length} tokens in the Gen template, over the limit of ${this.promptTokenLimit} ` +
                 `(contextSize ${this.options.contextSize} minus ${ANSWER_TOKENS} for the answer): pass a larger "contextSize" ` +
-                `(this model was trained on ${this._model.trainContextSize}), or judge it in windows (longInput: "windows", CLI --windows)`, prompt.length, this.promptTokenLimit);
+                `(this model was trained on ${this.info.trainContextSize}), or judge it in windows (longInput: "windows", CLI --windows)`, prompt.length, this.promptTokenLimit);
         }
 
-        return this.pools[target].use(prompt, async (sequence, cached) => {
+        const usage = (cachedTokens: number, evaluatedTokens: number) => ({promptTokens: prompt.length, cachedTokens, evaluatedTokens});
+        if (mode === "generate") {
+            const {model, pool} = await this.generatorRuntime();
+            return pool.use(prompt, async (sequence, cached) => {
+                this.assertOpen();
+                const {verdict, evaluated} = generatedVerdict(await generateAnswer(model, sequence, prompt.slice(cached), ANSWER_TOKENS), target,
+                    this._vocabulary.of(target));
+                return {target, ...verdict, flagged: isFlagged(verdict.level, verdict.probs, policy), usage: usage(cached, evaluated)};
+            });
+        }
+
+        const prefix = this.prefixes[target];
+        const prefixEvaluated = await this.preparePrefix(prefix);
+        const shared = Math.min(commonPrefixLength(prompt, prefix.tokens), prompt.length - 1);
+        const slot = await this._slots.acquire(target, prompt.length - shared + ANSWER_TOKENS);
+        try {
             this.assertOpen();
-            const tail = prompt.slice(cached);
-            const vocabulary = this._vocabulary.of(target);
-            const {verdict, evaluated} = mode === "score"
-                ? scoredVerdict(await scoreAnswer(this.reader, sequence, tail, this._vocabulary, vocabulary))
-                : generatedVerdict(await generateAnswer(this._model, sequence, tail, ANSWER_TOKENS), target, vocabulary);
+            if (shared > 0) {
+                this._context.copySequence(prefix.sequence, slot.sequence);
+                if (shared < prefix.tokens.length)
+                    this._context.truncateSequence(slot.sequence, shared);
+            }
+            const scored = await scoreAnswer(this.reader, (request) => this._evaluator.evaluate(request), slot.sequence, prompt.slice(shared),
+                this._vocabulary, this._vocabulary.of(target));
+            const {verdict, evaluated} = scoredVerdict(scored);
             return {target, ...verdict, flagged: isFlagged(verdict.level, verdict.probs, policy),
-                usage: {promptTokens: prompt.length, cachedTokens: cached, evaluatedTokens: evaluated}};
+                usage: prefixEvaluated > 0 ? usage(0, prefixEvaluated + evaluated) : usage(shared, evaluated)};
+        } finally {
+            if (!this.disposed)
+                this._context.truncateSequence(slot.sequence, 0);
+            slot.release();
+        }
+    }
+
+    /**
+     * Evaluates the target's template prefix into its sequence, once (again after a failure).
+     * @returns the tokens this call evaluated: the prefix for the first request that needs it, else 0
+     */
+    private async preparePrefix(prefix: TemplatePrefix): Promise<number> {
+        if (prefix.ready != null) {
+            await prefix.ready;
+            return 0;
+        }
+        prefix.ready = this._evaluator.evaluate({sequence: prefix.sequence, tokens: Int32Array.from(prefix.tokens), outputs: new Int32Array(0), heads: 0})
+            .then(() => undefined);
+        try {
+            await prefix.ready;
+        } catch (error) {
+            prefix.ready = null;
+            throw error;
+        }
+        return prefix.tokens.length;
+    }
+
+    /** node-llama-cpp's model and one sequence, for generate mode: loaded on first use. */
+    private generatorRuntime(): Promise<Generator> {
+        this.generator ??= (async () => {
+            const {model: modelPath, gpuLayers, contextSize, threads, batchSize} = this.options;
+            const model = await this._llama.loadModel({modelPath, gpuLayers});
+            try {
+                // one sequence: no two samplings of this context can race on llama.cpp's output reorder
+                const context = await model.createContext({contextSize, sequences: 1, threads, batchSize});
+                const sequence = context.getSequence();
+                this._generator = {model, context, sequence, pool: new SequencePool([sequence])};
+                return this._generator;
+            } catch (error) {
+                await model.dispose();
+                throw error;
+            }
+        })();
+        this.generator.catch(() => {
+            this.generator = null;
         });
+        return this.generator;
     }
 
     /**
@@ -245,7 +373,7 @@ export class GenGuard {
                 break;
         }
         const verdicts = await Promise.all(ranges.map(([start, end]) =>
-            this.moderate(withContent(this._model.detokenize([...tokens.subarray(start, end)] as Token[])), {mode, policy})));
+            this.moderate(withContent(this.detokenize(tokens.subarray(start, end))), {mode, policy})));
         const severity = (verdict: GenVerdict) => LEVEL_RANK[verdict.level] * 2 + verdict.probs.Unsafe + verdict.probs.Controversial;
         let worst = 0;
         verdicts.forEach((verdict, i) => {
@@ -282,19 +410,39 @@ export class GenGuard {
         return this.moderate([{role: "user", content: exchange.prompt}, {role: "assistant", content: exchange.response}], options);
     }
 
-    /** Frees the context and the model. Safe to call twice. */
+    /** The text of tokens (a window's bounds may split a character: its bytes become U+FFFD). */
+    private detokenize(tokens: Int32Array): string {
+        const bytes = Buffer.concat([...tokens].map((token) => this._model.tokenBytes(token)));
+        return new TextDecoder().decode(bytes);
+    }
+
+    /** Frees the contexts and the models. Safe to call twice. */
     async dispose(): Promise<void> {
         if (this.disposed)
             return;
         this.disposed = true;
         await this._context.dispose();
         await this._model.dispose();
+        const generator = await this.generator?.catch(() => null);
+        if (generator != null) {
+            await generator.context.dispose();
+            await generator.model.dispose();
+        }
     }
 
     private assertOpen(): void {
         if (this.disposed)
             throw new Error("This GenGuard has been disposed");
     }
+}
+
+/** How many leading tokens two token lists share. */
+function commonPrefixLength(a: readonly number[], b: readonly number[]): number {
+    const n = Math.min(a.length, b.length);
+    let i = 0;
+    while (i < n && a[i] === b[i])
+        i++;
+    return i;
 }
 
 /** The fields of a verdict that depend on the mode. */

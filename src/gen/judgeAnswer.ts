@@ -1,15 +1,7 @@
-import {TokenBias} from "node-llama-cpp";
 import type {LlamaContextSequence, LlamaModel, Token} from "node-llama-cpp";
+import type {AddonStreamRequest, AddonStreamResult} from "../native/AddonTypes.js";
 import type {RiskLevel} from "../stream/types.js";
 import type {AnswerVocabulary, CandidateSet, TargetVocabulary} from "./AnswerVocabulary.js";
-
-/**
- * Added to the logit of every candidate of a set before llama.cpp's top-k keeps exactly the candidates: larger than
- * any gap between two logits of a real model, so the k survivors are the candidates; adding the same value to all of
- * them leaves their softmax unchanged (up to float32 rounding at this magnitude, about 1e-4 relative). This reads the
- * candidates' renormalised probabilities without copying the whole vocabulary's distribution out of llama.cpp.
- */
-const CANDIDATE_LOGIT_LIFT = 1000;
 
 /** The answer as scored: each step's distribution and the word chosen from it. */
 export interface ScoredAnswer {
@@ -23,35 +15,37 @@ export interface ScoredAnswer {
     evaluated: number
 }
 
-/** Reads the candidates' next-token probabilities through llama.cpp's sampler chain (logit bias → top-k). */
-export class CandidateReader {
-    private readonly biases = new Map<CandidateSet, TokenBias>();
+/** Queues a native request (with other sequences' requests of the moment) and resolves with its result. */
+export type EvaluateFunction = (request: AddonStreamRequest) => Promise<AddonStreamResult>;
 
-    constructor(model: LlamaModel, vocabulary: AnswerVocabulary) {
-        for (const target of [vocabulary.prompt, vocabulary.response]) {
-            for (const set of [target.levels, target.categories, target.refusal]) {
-                if (set == null || this.biases.has(set))
-                    continue;
-                const bias = new TokenBias(model.tokenizer);
-                for (const token of set.firstTokens)
-                    bias.set(token as Token, {logit: CANDIDATE_LOGIT_LIFT});
-                this.biases.set(set, bias);
-            }
-        }
+/**
+ * Reads the candidates' next-token probabilities on the addon's core: a request's last position asks for the logits
+ * of the candidate tokens only (the rows of the output matrix for them, never the whole LM head), and a set's
+ * probabilities are the softmax of its candidates' logits: the model's next-token distribution renormalised over them.
+ */
+export class CandidateReader {
+    /** Every candidate set's first tokens, distinct: the native context's candidates, in its logits' order. */
+    readonly tokens: Int32Array;
+    private readonly index = new Map<number, number>();
+
+    constructor(vocabulary: AnswerVocabulary) {
+        for (const target of [vocabulary.prompt, vocabulary.response])
+            for (const set of [target.levels, target.categories, target.refusal])
+                for (const token of set?.firstTokens ?? [])
+                    if (!this.index.has(token))
+                        this.index.set(token, this.index.size);
+        this.tokens = Int32Array.from(this.index.keys());
     }
 
-    /** Evaluates `input` on the sequence and returns the candidates' probabilities after its last token. */
-    async read<Label extends string>(sequence: LlamaContextSequence, input: readonly number[], set: CandidateSet<Label>): Promise<Record<Label, number>> {
-        const tokens = input as Token[];
-        const options = {temperature: 1, topK: set.firstTokens.length, topP: 1, minP: 0, tokenBias: this.biases.get(set)!};
-        const results = await sequence.controlledEvaluate([
-            ...tokens.slice(0, -1),
-            [tokens[tokens.length - 1], {generateNext: {probabilities: true, options}}]
-        ]);
-        const next = results[tokens.length - 1]?.next.probabilities;
-        if (next == null)
-            throw new Error(`Expected next-token probabilities from llama.cpp after the ${set.what} prompt but got none`);
-        return set.probabilities(next);
+    /** Appends `input` to the sequence and returns the candidates' probabilities after its last token. */
+    async read<Label extends string>(evaluate: EvaluateFunction, sequence: number, input: readonly number[],
+        set: CandidateSet<Label>): Promise<Record<Label, number>> {
+        const {logits} = await evaluate({sequence, tokens: Int32Array.from(input), outputs: Int32Array.of(input.length - 1), heads: 0, logits: true});
+        if (logits == null || logits.length !== this.tokens.length)
+            throw new Error(`Expected ${this.tokens.length} candidate logits from the core after the ${set.what} prompt but got ${logits?.length ?? "none"}`);
+        const own = set.firstTokens.map((token) => logits[this.index.get(token)!]);
+        const max = Math.max(...own);
+        return set.probabilities(new Map(set.firstTokens.map((token, i) => [token, Math.exp(own[i] - max)])));
     }
 }
 
@@ -61,11 +55,11 @@ export class CandidateReader {
  * word and `\nRefusal:` and reads the refusal distribution.
  * @param promptTail - the prompt tokens not yet in the sequence's KV cache
  */
-export async function scoreAnswer(reader: CandidateReader, sequence: LlamaContextSequence, promptTail: readonly number[],
+export async function scoreAnswer(reader: CandidateReader, evaluate: EvaluateFunction, sequence: number, promptTail: readonly number[],
     lines: AnswerVocabulary, vocabulary: TargetVocabulary): Promise<ScoredAnswer> {
     let evaluated = 0;
     const step = async <Label extends string>(input: readonly number[], set: CandidateSet<Label>): Promise<[Label, Record<Label, number>]> => {
-        const probs = await reader.read(sequence, input, set);
+        const probs = await reader.read(evaluate, sequence, input, set);
         evaluated += input.length;
         return [mostProbable(probs), probs];
     };

@@ -60,7 +60,10 @@ export interface AddonStreamModelOptions {
     headPath: string,
     /** Layers to offload to the GPU (0: none; a large number: all). */
     gpuLayers: number,
-    useMmap: boolean
+    useMmap: boolean,
+    /** True: the file is a Qwen3Guard-Gen model (any GGUF but a Stream backbone or head; `headPath` must be `""`):
+     * no head, its contexts take `candidates`. */
+    gen?: boolean
 }
 
 /** What the two files say about the model. Labels are in head order, from the head file. */
@@ -77,7 +80,9 @@ export interface AddonStreamModelInfo {
     responseRiskLabels: string[],
     responseCategoryLabels: string[],
     queryRiskLabels: string[],
-    queryCategoryLabels: string[]
+    queryCategoryLabels: string[],
+    /** `"gen"` when loaded with `gen` (no head: the head fields are empty), else `"stream"`. */
+    variant: "gen" | "stream"
 }
 
 export interface AddonStreamContextOptions {
@@ -102,7 +107,11 @@ export interface AddonStreamContextOptions {
     /** `"per-sequence"`: llama.cpp's non-unified KV cache, a stream of `contextSize / maxSequences` cells per sequence
      * (its limit), each token's attention over its own sequence's cells only. `"shared"`: one unified pool of
      * `contextSize` cells any sequence may fill, each token's attention over the cells of all sequences (masked). */
-    kvLayout: "per-sequence" | "shared"
+    kvLayout: "per-sequence" | "shared",
+    /** A Gen model's context (required there, refused for a Stream model): distinct tokens whose rows of the output
+     * matrix (`output.weight`, or `token_embd.weight` when the embeddings are tied; any type ggml's CPU backend
+     * multiplies) are read from the model file, so that requests can ask for their logits ({@link AddonStreamRequest.logits}). */
+    candidates?: Int32Array
 }
 
 /** Where the last finished evaluate's time went; all zero before the first. */
@@ -136,10 +145,12 @@ export interface AddonStreamRequest {
     /** Strictly ascending indices into `tokens` whose outputs are returned. Only these positions run the final layer's
      * output rows (and, with `stopAfterHidden` false, llama.cpp's LM head): the others are only added to the KV cache. */
     outputs: Int32Array,
-    /** Bit set of {@link AddonHead}. */
+    /** Bit set of {@link AddonHead} (a Stream model; 0 for a Gen model). */
     heads: number,
     /** Also return the final-norm hidden states of the output positions (tests, debugging). */
-    hidden?: boolean
+    hidden?: boolean,
+    /** Return the logits of the model's candidate tokens at the output positions (a Gen model). */
+    logits?: boolean
 }
 
 /** Per request, row-major over its `outputs`. A field is present exactly when it was asked for. */
@@ -149,7 +160,10 @@ export interface AddonStreamResult {
     /** outputs × (responseRiskLabels + responseCategoryLabels) probabilities, the same layout. */
     response?: Float32Array,
     /** outputs × hiddenSize. */
-    hidden?: Float32Array
+    hidden?: Float32Array,
+    /** outputs × candidates (in the order of the load's `candidates`): ggml's CPU product of those output-matrix rows
+     * and the hidden state, as llama.cpp's LM head computes them on the CPU. */
+    logits?: Float32Array
 }
 
 /**
@@ -166,7 +180,7 @@ export interface AddonStreamContext {
     truncateSequence(sequence: number, length: number): void,
     /** Makes the empty sequence `target` hold what `source` holds, without decoding it again (llama.cpp's
      * `llama_memory_seq_cp`): per sequence the cells are copied into the target's stream at the next evaluate; in the
-     * shared pool both sequences point at the same cells (`usedCells` still counts them twice). Throws while an
+     * shared pool both sequences point at the same cells (`usedCells` counts them once). Throws while an
      * evaluate using either is in flight. */
     copySequence(source: number, target: number): void,
     /** Tokens the sequence holds (an evaluate's tokens count from when it has finished). */

@@ -24,6 +24,8 @@ const MAX_WAIT_MS = 10;
  * together again. A lone session never waits (its batch is never smaller than the last).
  */
 export class StreamEvaluator {
+    /** Native evaluate calls made, the requests they held, and the tokens llama.cpp decoded in them (its timings). */
+    readonly stats = {calls: 0, requests: 0, decodedTokens: 0};
     private pending: Pending[] = [];
     private running = false;
     /** Requests in the last batch decoded, and how long it took. */
@@ -78,6 +80,7 @@ export class StreamEvaluator {
             const start = performance.now();
             try {
                 const results = await this.context.evaluate(batch.map((item) => item.request));
+                this.count(batch.length);
                 batch.forEach((item, index) => item.resolve(results[index]));
             } catch (error) {
                 // the native call is all or nothing: retry each request alone, so only the one at fault fails
@@ -85,11 +88,21 @@ export class StreamEvaluator {
                     batch[0].reject(error);
                 else
                     for (const item of batch)
-                        await this.context.evaluate([item.request]).then(([result]) => item.resolve(result), item.reject);
+                        await this.context.evaluate([item.request]).then(([result]) => {
+                            this.count(1);
+                            item.resolve(result);
+                        }, item.reject);
             }
             this.lastBatch = batch.length;
             this.lastDecodeMs = performance.now() - start;
         }
         this.running = false;
+    }
+
+    /** Counts a call that succeeded (the context's timings are those of the call that just finished). */
+    private count(requests: number): void {
+        this.stats.calls++;
+        this.stats.requests += requests;
+        this.stats.decodedTokens += this.context.lastTimings().tokens;
     }
 }

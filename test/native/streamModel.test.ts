@@ -7,8 +7,10 @@ import t from "tap";
 import {readGguf} from "../../gguf/index.js";
 import {GgufValueType} from "../../gguf/ggmlTypes.js";
 import type {AddonStreamModelOptions} from "../../src/native/AddonTypes.js";
+import {ReferenceModel} from "../helpers/referenceForward.js";
 import {rewriteGguf} from "../helpers/ggufRewrite.js";
-import {SMALL_CONTEXT, convertedFixture, createStreamContext, expectError, loadStreamModel, streamAddon, tempDir} from "./streamTestKit.js";
+import {CHATML_EXCHANGE, SMALL_CONTEXT, convertedFixture, createStreamContext, expectError, loadStreamModel, maxAbsDiff, streamAddon,
+    tempDir} from "./streamTestKit.js";
 
 const tiny = await convertedFixture(t, "tiny-stream", "F32", "f32");
 const tinyBf16 = await convertedFixture(t, "tiny-stream", "BF16", "bf16");
@@ -120,8 +122,62 @@ t.test("info() reports both files", async (t) => {
             "Copyright Violation", "Non-violent Illegal Acts", "Unethical Acts"],
         queryRiskLabels: ["Safe", "Unsafe", "Controversial"],
         queryCategoryLabels: ["Violent", "Sexual Content or Sexual Acts", "Suicide & Self-Harm", "Politically Sensitive Topics", "PII",
-            "Copyright Violation", "Non-violent Illegal Acts", "Unethical Acts", "Jailbreak"]
+            "Copyright Violation", "Non-violent Illegal Acts", "Unethical Acts", "Jailbreak"],
+        variant: "stream"
     }, "an empty headPath finds the head beside the model");
+});
+
+t.test("a Gen model on the core: no head, the logits of chosen tokens as the float64 reference computes them", async (t) => {
+    const addon = await streamAddon();
+    const model = await addon.StreamModel.load({...options(gen.modelPath), gen: true});
+    t.teardown(() => model.dispose().catch(() => {}));
+    t.match(model.info(), {variant: "gen", hiddenSize: 64, headPath: "", vocabSize: 151936, responseRiskLabels: []});
+
+    const candidates = Int32Array.of(9, 220, 15339, 151645, 1000);
+    const context = await createStreamContext(t, model, {candidates, flashAttention: "auto"});
+    const tokens = model.tokenize(CHATML_EXCHANGE, true);
+    const sequence = context.acquireSequence();
+    const [result] = await context.evaluate([{sequence, tokens, outputs: Int32Array.of(3, tokens.length - 1), heads: 0, logits: true, hidden: true}]);
+    t.same(Object.keys(result).sort(), ["hidden", "logits"], "logits (and the hidden states asked for), no head outputs");
+    t.equal(result.logits!.length, 2 * candidates.length, "outputs × candidates");
+    const reference = await ReferenceModel.load(gen.hfDir);
+    const states = reference.hiddenStates([...tokens]);
+    [3, tokens.length - 1].forEach((position, row) => {
+        const logits = reference.lmLogits(states[position]);
+        const expected = [...candidates].map((token) => logits[token]);
+        const scale = Math.max(...expected.map(Math.abs));
+        const got = result.logits!.subarray(row * candidates.length, (row + 1) * candidates.length);
+        t.ok(maxAbsDiff(got, expected) < 2e-3 * scale, `position ${position}: ${[...got].map((x) => x.toFixed(4)).join(" ")} ≈ float64 (max |diff| ${maxAbsDiff(got, expected).toExponential(1)})`);
+    });
+
+    // a copy in the unified pool shares its cells: counted once
+    const copy = context.acquireSequence();
+    context.copySequence(sequence, copy);
+    t.equal(context.usedCells(), tokens.length, "source and copy hold the same cells");
+    await context.evaluate([{sequence: copy, tokens: tokens.subarray(0, 5), outputs: new Int32Array(0), heads: 0}]);
+    t.equal(context.usedCells(), tokens.length + 5, "the copy's own tokens count");
+    context.truncateSequence(sequence, 10);
+    t.equal(context.usedCells(), 10 + tokens.length + 5 - 10, "cells the source dropped are the copy's alone");
+    context.releaseSequence(sequence);
+    t.equal(context.usedCells(), tokens.length + 5, "the source released: the copy holds all its cells");
+
+    t.throws(() => context.evaluate([{sequence: copy, tokens, outputs: Int32Array.of(0), heads: 1}]),
+        {name: "RangeError", message: "StreamContext.evaluate: request 0: this is a Gen model, which has no Stream head: ask for the candidates' logits instead of heads"});
+    await expectError(t, model.createContext(SMALL_CONTEXT), Error, "Expected candidate tokens for a context of a Gen model");
+    await expectError(t, model.createContext({...SMALL_CONTEXT, candidates: Int32Array.of(5, 5)}), Error, "Expected distinct candidate tokens, but one appears twice");
+    await expectError(t, model.createContext({...SMALL_CONTEXT, candidates: Int32Array.of(151936)}), Error,
+        `model file ${gen.modelPath}: tensor "token_embd.weight" has 151936 rows: candidate token 151936 has none`);
+
+    const stream = await loadStreamModel(t, tiny);
+    await expectError(t, stream.createContext({...SMALL_CONTEXT, candidates}), Error, "A Stream model's context takes no candidate tokens");
+    const streamContext = await createStreamContext(t, stream);
+    const streamSequence = streamContext.acquireSequence();
+    t.throws(() => streamContext.evaluate([{sequence: streamSequence, tokens, outputs: Int32Array.of(0), heads: 0, logits: true}]),
+        {name: "RangeError", message: "StreamContext.evaluate: request 0: this is a Stream model, which has no candidate tokens: ask for heads instead of logits"});
+    await expectError(t, addon.StreamModel.load({...options(tiny.modelPath), gen: true}), Error,
+        `model ${tiny.modelPath} is a Qwen3Guard-Stream backbone, not a Gen model: load it as a Stream model`);
+    await expectError(t, addon.StreamModel.load({...options(gen.modelPath, tiny.headPath), gen: true}), Error,
+        `a Gen model has no head file, but head ${tiny.headPath} was passed`);
 });
 
 t.test("a BF16 head loads (widened to F32)", async (t) => {
