@@ -5,7 +5,9 @@
 #   1. correctness: every position's response-head probabilities and the query head, GPU (all layers offloaded, flash
 #      attention auto and off) against the CPU run of the same binary on the same text;
 #   2. speed: ms per response token at a context of ~100, ~1,000 and ~4,000 (flatness), the head's share, and the
-#      ratio to the backbone floor (the same tokens fed with no output), measured in the same process.
+#      ratio to the backbone floor (the same tokens fed with no output), measured in the same process;
+#   3. Gen score mode (a random-weight Gen model of the same shape): the candidates' probabilities after a shared
+#      prefix, GPU against CPU, and the time of 1 and of 8 requests at once against the same rounds with no output.
 # Needs: a CUDA toolkit with cuBLAS, cmake (ninja if present), a C++17 compiler, Node >= 20, and this checkout with
 # `dist/` built (`npx tsc`). Everything is written under $OUT (default .cache/gpu-check/); the last lines are a summary.
 #
@@ -63,7 +65,7 @@ fi
 models_log=$out/models.log
 (
     for size in $sizes; do
-        "$node_bin" "$repo/dist/bench/prepareModels.js" --size "$size" --stream-only --cache-dir "$work/models" \
+        "$node_bin" "$repo/dist/bench/prepareModels.js" --size "$size" --cache-dir "$work/models" \
             >"$work/models-$size.json" || exit 1
     done
 ) >"$models_log" 2>&1 &
@@ -214,6 +216,26 @@ for size in $sizes; do
     done
     timed "scoring $size GPU, 64 output rows per call, whole graph" --outputs 64 --full-graph "$(prompt 3300)"
     timed "speed $size GPU full graph (LM head run too)" --full-graph --bench 200 "$(prompt 60)"
+
+    # Gen score mode: any candidate set is a distribution to compare; the prompt's first half is the shared prefix.
+    gen=$("$node_bin" -p "JSON.parse(require('fs').readFileSync('$work/models-$size.json', 'utf8')).stock")
+    candidates=9,220,15339,151645,1000,2000,30000
+    gen_probs() { grep '^candidates after' "$1" | grep -oE "'[^']*' -?[0-9.]+ [0-9.]+" | awk '{ print $NF }'; }
+    for where in 0 99; do
+        "$run" "$gen" --gen --candidates $candidates --gpu-layers $where --ctx 4096 "$(prompt 250)" >"$out/$size-gen-$where.txt" \
+            2>"$out/$size-gen-$where.err" || { tail -20 "$out/$size-gen-$where.err"; fail "$size Gen run (gpu layers $where)"; }
+    done
+    max=$(paste <(gen_probs "$out/$size-gen-0.txt") <(gen_probs "$out/$size-gen-99.txt") \
+        | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d } END { printf "%.6f", m + 0 }')
+    verdict=ok
+    awk -v m="$max" 'BEGIN { exit !(m <= 0.05) }' || { verdict=MISMATCH; status=1; }
+    say "check $size Gen: candidate probabilities GPU vs CPU, max |dp| $max: $verdict"
+    for parallel in 1 8; do
+        stdout=$("$run" "$gen" --gen --candidates $candidates --gpu-layers 99 --ctx 8192 --parallel $parallel --bench 20 \
+            "$(prompt 250)" 2>>"$out/$size-bench.err") \
+            && say "speed $size Gen GPU, $parallel at once: $(grep -E '^gen' <<<"$stdout" | tr '\n' ' ')" \
+            || { say "speed $size Gen GPU, $parallel at once: FAILED (see $size-bench.err)"; status=1; }
+    done
 done
 say "done after $(elapsed)"
 exit $status

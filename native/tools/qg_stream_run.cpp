@@ -9,11 +9,20 @@
 // --batch, --ubatch and --outputs are the tokens per llama_decode call, per compute graph and the output rows per call
 // (defaults 512, 512 and --batch; StreamGuard uses 512, 128 on a CPU / 512 offloaded, and 64).
 //
-// --flash-attn defaults as StreamGuard does: off without GPU layers, llama.cpp's auto with them. --full-graph runs
+// --flash-attn defaults as StreamGuard does: off without GPU layers, llama.cpp's auto with them (Gen: auto, as GenGuard). --full-graph runs
 // llama.cpp's whole graph (LM head included) instead of stopping at the hidden states.
 //
 // --bench N then feeds N more tokens one at a time (response head at each) and prints the mean time per token and the
 // head's share of it; then N more with no output at all (the backbone floor) and the ratio of the two.
+//
+// Gen score mode: pass --gen in place of the head, and the candidate token ids:
+//
+//   qg_stream_run <gen.gguf> --gen --candidates ID,ID,... [--parallel P] [options as above] <text...>
+//
+// The first half of the text's tokens plays the template prefix: evaluated once into a sequence of its own and shared
+// (seq_copy, the unified KV cache) with P request sequences, which then evaluate the rest together in one evaluate,
+// the last token of each with the candidates' logits. Prints the first request's logits and their softmax; with
+// --bench N, the mean time of a round of P requests over N rounds against the same rounds with no output at all.
 //
 // It links the prebuilt llama.cpp libraries of LLAMA_LIB_DIR (node-llama-cpp's CPU flavour by default; rpath). The
 // flavours' sonames differ (libllama.v0.4.0.so vs libllama.cuda.v0.4.0.so), so LD_LIBRARY_PATH cannot swap a CUDA
@@ -31,7 +40,9 @@
 // tool against it, then checks and times the GPU path (README, "On a GPU").
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,8 +57,9 @@
 static void print_usage(const char * argv0) {
     fprintf(stderr,
             "usage: %s <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--ubatch N] "
-            "[--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>\n",
-            argv0);
+            "[--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>\n"
+            "       %s <gen.gguf> --gen --candidates ID,ID,... [--parallel P] [the same options] <text...>\n",
+            argv0, argv0);
 }
 
 // The backends (CPU variants, CUDA ...) are libraries beside the libggml this program linked: load them from there.
@@ -81,6 +93,126 @@ static std::string piece_escape(const std::string & piece) {
     return out;
 }
 
+static bool parse_ids(const char * s, std::vector<int32_t> & out) {
+    out.clear();
+    std::string item;
+    for (const char * c = s;; c++) {
+        if (*c == ',' || *c == '\0') {
+            char * end = nullptr;
+            const long v = strtol(item.c_str(), &end, 10);
+            if (item.empty() || *end != '\0' || v < 0) {
+                return false;
+            }
+            out.push_back(static_cast<int32_t>(v));
+            item.clear();
+            if (*c == '\0') {
+                return true;
+            }
+        } else {
+            item += *c;
+        }
+    }
+}
+
+// Gen score mode (see the header): returns the exit code.
+static int run_gen(qg_stream_context * ctx, const qg_stream_model * model, const std::vector<int32_t> & candidates,
+                   const std::vector<int32_t> & tokens, int32_t n_parallel, int32_t n_bench) {
+    std::string error;
+    const auto fail = [&error]() {
+        fprintf(stderr, "error: %s\n", error.c_str());
+        return 1;
+    };
+    if (tokens.size() < 2) {
+        error = "the text must be at least 2 tokens";
+        return fail();
+    }
+    const size_t half = tokens.size() / 2;
+    qg_stream_request prefix;
+    if (!qg_stream_context_seq_acquire(ctx, prefix.seq, error)) {
+        return fail();
+    }
+    prefix.tokens.assign(tokens.begin(), tokens.begin() + static_cast<std::ptrdiff_t>(half));
+    prefix.heads  = 0;
+    prefix.hidden = false;
+    std::vector<qg_stream_result> results;
+    if (!qg_stream_context_evaluate(ctx, { prefix }, results, error)) {
+        return fail();
+    }
+    std::vector<qg_stream_request> requests(static_cast<size_t>(n_parallel));
+    for (qg_stream_request & req : requests) {
+        if (!qg_stream_context_seq_acquire(ctx, req.seq, error)) {
+            return fail();
+        }
+        req.tokens.assign(tokens.begin() + static_cast<std::ptrdiff_t>(half), tokens.end());
+        req.outputs = { static_cast<int32_t>(req.tokens.size()) - 1 };
+        req.heads   = 0;
+        req.hidden  = false;
+        req.logits  = true;
+    }
+    std::vector<qg_stream_request> plain = requests;
+    for (qg_stream_request & req : plain) {
+        req.outputs.clear();
+        req.logits = false;
+    }
+    // one round: every request gets the prefix, evaluates the rest, and is emptied again
+    const auto round = [&](const std::vector<qg_stream_request> & batch, double & ms) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (const qg_stream_request & req : batch) {
+            if (!qg_stream_context_seq_copy(ctx, prefix.seq, req.seq, error)) {
+                return false;
+            }
+        }
+        if (!qg_stream_context_evaluate(ctx, batch, results, error)) {
+            return false;
+        }
+        ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        for (const qg_stream_request & req : batch) {
+            if (!qg_stream_context_seq_truncate(ctx, req.seq, 0, error)) {
+                return false;
+            }
+        }
+        return true;
+    };
+    double ms = 0;
+    if (!round(requests, ms)) {
+        return fail();
+    }
+    const std::vector<float> & logits = results[0].logits;
+    float max = logits[0];
+    for (float l : logits) {
+        max = std::max(max, l);
+    }
+    double sum = 0;
+    for (float l : logits) {
+        sum += std::exp(static_cast<double>(l - max));
+    }
+    printf("candidates after %zu tokens (%zu shared from the prefix):", tokens.size(), half);
+    for (size_t i = 0; i < candidates.size(); i++) {
+        std::string piece;
+        qg_stream_model_token_bytes(model, candidates[i], piece, error);
+        printf(" %d '%s' %.6f %.6f", candidates[i], piece_escape(piece).c_str(), logits[i],
+               std::exp(static_cast<double>(logits[i] - max)) / sum);
+    }
+    printf("\n");
+    if (n_bench > 0) {
+        double total = 0;
+        double total_plain = 0;
+        for (int32_t i = 0; i < n_bench; i++) {
+            double ms_plain = 0;
+            if (!round(requests, ms) || !round(plain, ms_plain)) {
+                return fail();
+            }
+            total += ms;
+            total_plain += ms_plain;
+        }
+        printf("gen: %d requests of %zu tokens at once (after a shared prefix of %zu): %.1f ms a round, %.1f ms a request\n",
+               n_parallel, tokens.size() - half, half, total / n_bench, total / n_bench / n_parallel);
+        printf("gen plain: the same rounds with no output: %.1f ms; candidates / plain %.3f\n", total_plain / n_bench,
+               total / total_plain);
+    }
+    return 0;
+}
+
 static size_t argmax(const float * v, size_t n) {
     size_t best = 0;
     for (size_t i = 1; i < n; i++) {
@@ -108,7 +240,10 @@ int main(int argc, char ** argv) {
     }
     qg_stream_model_params mparams;
     mparams.model_path   = argv[1];
-    mparams.head_path    = argv[2];
+    mparams.gen          = strcmp(argv[2], "--gen") == 0;
+    mparams.head_path    = mparams.gen ? "" : argv[2];
+    std::vector<int32_t> candidates;
+    int32_t n_parallel = 1;
     mparams.n_gpu_layers = 0;
     mparams.use_mmap     = true;
     int32_t n_threads = 0;
@@ -138,6 +273,15 @@ int main(int argc, char ** argv) {
             target = &n_outputs;
         } else if (arg == "--bench") {
             target = &n_bench;
+        } else if (arg == "--parallel") {
+            target = &n_parallel;
+        } else if (arg == "--candidates") {
+            if (i + 1 >= argc || !parse_ids(argv[i + 1], candidates)) {
+                fprintf(stderr, "error: --candidates expects token ids separated by commas\n");
+                return 2;
+            }
+            i++;
+            continue;
         } else if (arg == "--quiet") {
             quiet = true;
             continue;
@@ -167,6 +311,10 @@ int main(int argc, char ** argv) {
         print_usage(argv[0]);
         return 2;
     }
+    if (mparams.gen != !candidates.empty() || n_parallel < 1) {
+        fprintf(stderr, "error: --gen needs --candidates (and a Stream model takes none); --parallel at least 1\n");
+        return 2;
+    }
 
     llama_backend_init();
     backends_load();
@@ -180,21 +328,31 @@ int main(int argc, char ** argv) {
     }
     const qg_stream_model_info & info = qg_stream_model_get_info(model.get());
     fprintf(stderr, "loaded %s + %s in %.0f ms: hidden %u, inner %u, vocab %d\n", mparams.model_path.c_str(),
-            info.head_path.c_str(),
+            info.gen ? "no head (Gen)" : info.head_path.c_str(),
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_load).count(), info.n_hidden,
             info.n_inner, info.n_vocab);
 
     if (flash_attn.empty()) {
-        flash_attn = mparams.n_gpu_layers > 0 ? "auto" : "off";
+        flash_attn = mparams.n_gpu_layers > 0 || mparams.gen ? "auto" : "off";
     }
     const qg_flash_attn fa = flash_attn == "on" ? QG_FLASH_ATTN_ON : flash_attn == "off" ? QG_FLASH_ATTN_OFF : QG_FLASH_ATTN_AUTO;
-    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx),     1, static_cast<uint32_t>(n_batch),
-                                         static_cast<uint32_t>(n_ubatch), static_cast<uint32_t>(n_outputs),
-                                         n_threads, fa, !full_graph, /* kv_per_seq: one sequence */ true };
+    // Stream: one sequence in a stream of its own; Gen: the prefix and the requests sharing one unified pool
+    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx), info.gen ? 1u + static_cast<uint32_t>(n_parallel) : 1u,
+                                         static_cast<uint32_t>(n_batch), static_cast<uint32_t>(n_ubatch),
+                                         static_cast<uint32_t>(n_outputs), n_threads, fa, !full_graph, !info.gen,
+                                         candidates };
     qg_stream_context_ptr ctx(qg_stream_context_init(model.get(), cparams, error));
     if (!ctx) {
         fprintf(stderr, "error: %s\n", error.c_str());
         return 1;
+    }
+    if (info.gen) {
+        std::vector<int32_t> tokens;
+        if (!qg_stream_model_tokenize(model.get(), text, /*parse_special =*/ true, tokens, error)) {
+            fprintf(stderr, "error: %s\n", error.c_str());
+            return 1;
+        }
+        return run_gen(ctx.get(), model.get(), candidates, tokens, n_parallel, n_bench);
     }
 
     std::vector<qg_stream_request> requests(1);

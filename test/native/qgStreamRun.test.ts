@@ -8,7 +8,7 @@ import path from "node:path";
 import {fileURLToPath} from "node:url";
 import {promisify} from "node:util";
 import t from "tap";
-import {CHATML_EXCHANGE, allOutputs, convertedFixture, createStreamContext, loadStreamModel, outputWidths} from "./streamTestKit.js";
+import {CHATML_EXCHANGE, allOutputs, convertedFixture, createStreamContext, loadStreamModel, outputWidths, streamAddon} from "./streamTestKit.js";
 
 const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -68,11 +68,42 @@ t.test("prints, per position, the response head's probabilities as the addon com
     t.match(stdout, /graphs stopped at the hidden states/);
 });
 
+t.test("Gen score mode: the candidates' logits after a shared prefix, as the addon computes them, and its timing lines", async (t) => {
+    const gen = await convertedFixture(t, "tiny-gen", "F32", "q8_0");
+    const candidates = [9, 220, 15339, 151645];
+    const {stdout} = await run(binary, [gen.modelPath, "--gen", "--candidates", candidates.join(","), "--parallel", "2", "--threads", "1",
+        "--ctx", "512", "--bench", "2", CHATML_EXCHANGE]);
+    const line = stdout.split("\n").find((candidate) => candidate.startsWith("candidates after"));
+    t.ok(line != null, "a candidates line");
+    const printed = [...line!.matchAll(/ (\d+) '[^']*' (-?\d+\.\d{6}) (\d\.\d{6})/g)].map((match) => ({token: Number(match[1]), logit: Number(match[2]), p: Number(match[3])}));
+    t.same(printed.map(({token}) => token), candidates, "one entry per candidate, in order");
+    t.ok(Math.abs(printed.reduce((sum, {p}) => sum + p, 0) - 1) < 1e-5, "their softmax sums to 1");
+
+    const addon = await streamAddon();
+    const model = await addon.StreamModel.load({modelPath: gen.modelPath, headPath: "", gpuLayers: 0, useMmap: true, gen: true});
+    t.teardown(() => model.dispose());
+    const context = await createStreamContext(t, model, {batchSize: 512, ubatchSize: 512, outputBatchSize: 512, maxSequences: 3,
+        flashAttention: "auto", candidates: Int32Array.from(candidates)});
+    const tokens = model.tokenize(CHATML_EXCHANGE, true);
+    const half = Math.floor(tokens.length / 2);
+    const [prefix, request] = [context.acquireSequence(), context.acquireSequence()];
+    await context.evaluate([{sequence: prefix, tokens: tokens.subarray(0, half), outputs: new Int32Array(0), heads: 0}]);
+    context.copySequence(prefix, request);
+    const rest = tokens.subarray(half);
+    const [result] = await context.evaluate([{sequence: request, tokens: rest, outputs: Int32Array.of(rest.length - 1), heads: 0, logits: true}]);
+    const maxDiff = Math.max(...printed.map(({logit}, i) => Math.abs(logit - result.logits![i])));
+    t.ok(maxDiff <= 6e-7, `logits within print rounding (max difference ${maxDiff})`);
+    t.ok(figure(stdout, "gen:", /([\d.]+) ms a request/) > 0, "requests are timed");
+    t.ok(figure(stdout, "gen plain:", /no output: ([\d.]+) ms/) > 0, "the no-output rounds are timed");
+});
+
 t.test("refuses bad arguments with a message and exit code 2", async (t) => {
     for (const [args, message] of [
         [[tiny.modelPath], /usage:/],
         [[tiny.modelPath, tiny.headPath, "--flash-attn", "sometimes", "text"], /--flash-attn expects auto, on or off/],
-        [[tiny.modelPath, tiny.headPath, "--bench", "-1", "text"], /--bench expects a non-negative integer/]
+        [[tiny.modelPath, tiny.headPath, "--bench", "-1", "text"], /--bench expects a non-negative integer/],
+        [[tiny.modelPath, "--gen", "text"], /--gen needs --candidates/],
+        [[tiny.modelPath, "--gen", "--candidates", "1,x", "text"], /--candidates expects token ids separated by commas/]
     ] as const) {
         const failure = await run(binary, [...args]).then(() => null, (error: {code: number, stderr: string}) => error);
         t.equal(failure?.code, 2, `${args.slice(2).join(" ")}: exit code 2`);
