@@ -169,10 +169,12 @@ if (only == null || only === "throughput") {
         throughput.push(await runBatch(shortInput, path.join(dir, `short-c${concurrency}.jsonl`), genModel, concurrency));
     results.throughput = throughput;
     results.throughputRatio = throughput[1].recordsPerSecond / throughput[0].recordsPerSecond;
+    results.peakRssRatio = throughput[1].peakRssMiB / throughput[0].peakRssMiB;
     lines.push(`batch throughput (${String(results.size)} Gen, ${throughputRecords} short prompts, ${threads} threads):`,
         ...throughput.map((run) => `  --concurrency ${run.concurrency}: ${run.recordsPerSecond.toFixed(2)} records/s (${run.seconds.toFixed(1)} s), ` +
             `peak RSS ${Math.round(run.peakRssMiB)} MiB`),
-        `  ratio 4 / 1: ${(results.throughputRatio as number).toFixed(2)}×`);
+        `  ratio 4 / 1: ${(results.throughputRatio as number).toFixed(2)}× the records/s (target ≥ 1.0), ` +
+        `${(results.peakRssRatio as number).toFixed(2)}× the peak RSS (target ≤ 1.3)`);
 }
 if (only == null || only === "memory") {
     log(`batch: ${memoryRecords} records on the tiny Stream model, concurrency 4`);

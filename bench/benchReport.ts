@@ -94,6 +94,12 @@ export function checkTargets(results: BenchResults): TargetCheck[] {
     if (gen != null) {
         const shortest = gen.latency[0];
         bySummary(`Gen score mode ≥ 4× faster than the naive chat call (${shortest.inputTokens}-token input)`, shortest.speedup.score, 4, "atLeast");
+        bySummary(`Gen score mode / its floor ≤ 1.10 (${shortest.inputTokens}-token input)`, shortest.vsFloor, 1.10, "atMost");
+        gen.throughput.forEach((throughput, i) => {
+            if (i > 0 && throughput.parallel >= 8)
+                bySummary(`Gen, ${throughput.items} requests at once: parallel ${throughput.parallel} / parallel ${gen.throughput[0].parallel} ≥ 1.0`,
+                    gen.throughputGain[i], 1.0, "atLeast");
+        });
     }
     for (const result of memory ?? []) {
         if (result.config.engine === "stock")
@@ -213,6 +219,8 @@ export function formatReport({meta, results, targets}: BenchFile): string {
             table.row(`  naive chat call (whole prompt, ${latency.naiveAnswerTokens} greedy tokens)`, "ms", latency.naive, 1);
             table.row("  naive / score", "×", latency.speedup.score, 2);
             table.row("  naive / generate", "×", latency.speedup.generate, 2);
+            table.row("  floor: the same uncached tokens and steps fed to the stock backbone", "ms", latency.floor, 1);
+            table.row("  score / floor", "×", latency.vsFloor, 2);
         }
         for (const reuse of gen.prefixReuse) {
             table.row(`prefix reuse, ${reuse.inputTokens}-token input: first request on a fresh GenGuard`, "ms", reuse.cold, 1);

@@ -1,11 +1,13 @@
-// Gen figures (issue 8, item 5): latency of GenGuard's score and generate modes against a naive node-llama-cpp chat
-// call with the same template, the gain from reusing the template prefix, and items/s with 1 and N parallel sequences.
+// Gen figures (issue 8, item 5; issue 14): latency of GenGuard's score and generate modes against a naive
+// node-llama-cpp chat call with the same template, and of score mode against its floor (the same uncached tokens and
+// forced steps fed with no output to the stock backbone); the gain from reusing the template prefix; and items/s with
+// 1 and N requests at once.
 
 import type {Llama} from "node-llama-cpp";
 import {GenGuard, MalformedAnswerError} from "../src/index.js";
 import type {GenVerdict} from "../src/index.js";
 import {tokenizeSegments} from "../src/conversation/TokenSegments.js";
-import {genPromptSegments} from "../src/gen/genTemplate.js";
+import {genInstructionsBefore, genPromptSegments} from "../src/gen/genTemplate.js";
 import {proseOfTokens} from "./benchTexts.js";
 import {interleave, timed} from "./interleave.js";
 import type {RoundOptions} from "./interleave.js";
@@ -46,7 +48,12 @@ export interface GenLatency {
     /** Tokens the naive call generates: those of a real prompt verdict plus the end-of-turn token. */
     naiveAnswerTokens: number,
     /** Per-round ratios naive / score and naive / generate. */
-    speedup: {score: Summary, generate: Summary}
+    speedup: {score: Summary, generate: Summary},
+    /** The stock backbone, its sequence holding the template prefix: fed score mode's uncached tokens and forced steps
+     * (the prompt tail with `Safety:`, then a level word with `\nCategories:`) with no output at all. */
+    floor: Summary,
+    /** Per-round ratio score / floor. */
+    vsFloor: Summary
 }
 
 /** Score mode on a fresh GenGuard (nothing cached) against the next request on it (template prefix cached). */
@@ -95,6 +102,7 @@ export async function runGenBench(options: GenBenchOptions): Promise<GenResults>
     // GenGuard offloads everything when a GPU flavour is loaded; the naive call does the same
     const gpuLayers = llama.gpu === false ? 0 : 999;
     const naive = await StockBackbone.load(llama, options.model, gpuLayers, {contextSize: 4096, threads, batchSize: 512});
+    const floor = await StockBackbone.load(llama, options.model, gpuLayers, {contextSize: 4096, threads, batchSize: 512});
     try {
         const tokenize = (text: string, special: boolean) => naive.tokenize(text, special);
         const texts = new TaggedTexts((text) => tokenize(text, false));
@@ -103,7 +111,7 @@ export async function runGenBench(options: GenBenchOptions): Promise<GenResults>
         const load = (parallel: number, size = contextSize) => GenGuard.load({model: options.model, threads, contextSize: size, parallel, gpuLayers, onWarning});
 
         log("gen: latency of score / generate / naive");
-        const latency = await measureLatency(await load(1), naive, texts, tokenize, options);
+        const latency = await measureLatency(await load(1), naive, floor, texts, tokenize, options);
         log("gen: prefix reuse (fresh GenGuard per repetition)");
         const prefixReuse = await measurePrefixReuse(() => load(1), texts, options);
         log("gen: throughput");
@@ -114,6 +122,7 @@ export async function runGenBench(options: GenBenchOptions): Promise<GenResults>
         return {latency, prefixReuse, throughput, throughputGain, warnings};
     } finally {
         await naive.dispose();
+        await floor.dispose();
     }
 }
 
@@ -145,10 +154,13 @@ async function judge(gen: GenGuard, text: string, mode: "score" | "generate"): P
     }
 }
 
-async function measureLatency(gen: GenGuard, naive: StockBackbone, texts: TaggedTexts,
+async function measureLatency(gen: GenGuard, naive: StockBackbone, floor: StockBackbone, texts: TaggedTexts,
     tokenize: (text: string, special: boolean) => Int32Array, options: GenBenchOptions): Promise<GenLatency[]> {
     try {
         const naiveAnswerTokens = tokenize(REAL_PROMPT_ANSWER, false).length + 1;
+        const prefix = tokenizeSegments([{special: "<|im_start|>"}, {text: genInstructionsBefore("prompt")}], tokenize);
+        await floor.feed(prefix);
+        const lines = {safety: tokenize("Safety:", false), level: tokenize(" Safe", false), categories: tokenize("\nCategories:", false)};
         const usage = new Map<number, {promptTokens: number, cachedTokens: number}>();
         const answerTokens = new Map<number, number[]>();
         const trials = options.inputTokens.flatMap((inputTokens) => [
@@ -164,6 +176,15 @@ async function measureLatency(gen: GenGuard, naive: StockBackbone, texts: Tagged
                 answerTokens.set(inputTokens, [...(answerTokens.get(inputTokens) ?? []), tokenize(value.answer, false).length]);
                 return ms;
             }},
+            {name: `floor${inputTokens}`, run: async () => {
+                const prompt = renderPrompt(texts.next(inputTokens), tokenize);
+                await floor.truncate(prefix.length);
+                const {ms} = await timed(async () => {
+                    await floor.feed([...prompt.slice(prefix.length), ...lines.safety]);
+                    await floor.feed([...lines.level, ...lines.categories]);
+                });
+                return ms;
+            }},
             {name: `naive${inputTokens}`, run: async () => {
                 const prompt = renderPrompt(texts.next(inputTokens), tokenize);
                 await naive.truncate(0);
@@ -173,13 +194,14 @@ async function measureLatency(gen: GenGuard, naive: StockBackbone, texts: Tagged
         ]);
         const samples = await interleave(trials, {...options.rounds, onRound: (round) => options.log(`gen: latency round ${round + 1}/${options.rounds.rounds}`)});
         return options.inputTokens.map((inputTokens) => {
-            const [score, generate, naiveMs] = ["score", "generate", "naive"].map((mode) => samples[`${mode}${inputTokens}`]);
+            const [score, generate, naiveMs, floorMs] = ["score", "generate", "naive", "floor"].map((mode) => samples[`${mode}${inputTokens}`]);
             return {
                 inputTokens, ...usage.get(inputTokens)!,
                 score: summarize(score), generate: summarize(generate),
                 generateAnswerTokens: summarize(answerTokens.get(inputTokens)!).median,
                 naive: summarize(naiveMs), naiveAnswerTokens,
-                speedup: {score: pairedRatio(naiveMs, score), generate: pairedRatio(naiveMs, generate)}
+                speedup: {score: pairedRatio(naiveMs, score), generate: pairedRatio(naiveMs, generate)},
+                floor: summarize(floorMs), vsFloor: pairedRatio(score, floorMs)
             };
         });
     } finally {

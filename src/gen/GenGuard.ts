@@ -145,7 +145,7 @@ export class GenGuard {
         /** @internal */ readonly _llama: Llama,
         /** @internal */ readonly _model: AddonStreamModel,
         /** @internal */ readonly _context: AddonStreamContext,
-        readonly info: AddonStreamModelInfo,
+        /** @internal */ readonly _info: AddonStreamModelInfo,
         /** @internal */ readonly _tokenize: TokenizeFunction,
         /** @internal */ readonly _vocabulary: AnswerVocabulary,
         reader: CandidateReader,
@@ -270,7 +270,7 @@ export class GenGuard {
                 return this.moderateInWindows(checked, mode, options.policy, overlap);
             throw new ContextLimitError(`The conversation renders to ${prompt.length} tokens in the Gen template, over the limit of ${this.promptTokenLimit} ` +
                 `(contextSize ${this.options.contextSize} minus ${ANSWER_TOKENS} for the answer): pass a larger "contextSize" ` +
-                `(this model was trained on ${this.info.trainContextSize}), or judge it in windows (longInput: "windows", CLI --windows)`, prompt.length, this.promptTokenLimit);
+                `(this model was trained on ${this._info.trainContextSize}), or judge it in windows (longInput: "windows", CLI --windows)`, prompt.length, this.promptTokenLimit);
         }
 
         const usage = (cachedTokens: number, evaluatedTokens: number) => ({promptTokens: prompt.length, cachedTokens, evaluatedTokens});
