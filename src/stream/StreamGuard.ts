@@ -5,7 +5,7 @@ import {GgufValueType, checkLoadable, checkStreamHead, readGguf} from "../../ggu
 import type {GgufFile} from "../../gguf/index.js";
 import {addedTokenIds, plainTextTokenizer} from "../conversation/plainText.js";
 import type {TokenizeFunction} from "../conversation/TokenSegments.js";
-import {validateMessages} from "../conversation/messages.js";
+import {describeValue, validateMessages} from "../conversation/messages.js";
 import type {Message} from "../conversation/messages.js";
 import type {AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, AddonStreamModelInfo} from "../native/AddonTypes.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
@@ -19,6 +19,7 @@ import type {HeadLabels} from "./headVerdicts.js";
 import {StreamEvaluator} from "./StreamEvaluator.js";
 import {monitorStream} from "./monitor.js";
 import type {MonitorChunk, MonitorOptions} from "./monitor.js";
+import {SessionSlots} from "./SessionSlots.js";
 import {StreamSession} from "./StreamSession.js";
 import type {PolicyOption, ResponseReport, Verdict} from "./types.js";
 
@@ -104,7 +105,10 @@ export interface StreamSessionOptions {
      * Most tokens the session may hold (the conversation, the assistant header and the response), e.g. so that one
      * session cannot fill a shared pool; default and at most {@link StreamGuard.sessionTokenLimit} (its KV share).
      */
-    maxTokens?: number
+    maxTokens?: number,
+    /** Ends the wait for a free session (when `maxSessions` are open, createSession waits until one is disposed): the
+     * call then rejects with the signal's reason. */
+    signal?: AbortSignal
 }
 
 export interface StreamModerationReport {
@@ -137,7 +141,9 @@ export interface StreamLabels {
 export class StreamGuard {
     /** @internal */ readonly _evaluator: StreamEvaluator;
     private disposed = false;
-    private readonly sessions = new Set<StreamSession>();
+    private readonly sessions = new Map<StreamSession, () => void>();
+    /** @internal At most maxSessions open; the others wait. */
+    readonly _slots: SessionSlots;
     /** Most tokens the native context lets one sequence hold. */
     private readonly sequenceCells: number;
 
@@ -154,6 +160,7 @@ export class StreamGuard {
     ) {
         this._evaluator = new StreamEvaluator(_context);
         this.sequenceCells = _context.sequenceCells();
+        this._slots = new SessionSlots(options.maxSessions);
     }
 
     /**
@@ -234,7 +241,9 @@ export class StreamGuard {
 
     /**
      * Opens a session: renders and scores the conversation (the prompt verdict), then waits for response tokens.
-     * @throws TypeError for bad messages or options; Error when the prompt does not fit or all sessions are in use
+     * When `maxSessions` sessions are open it first waits (first come first served) until one is disposed.
+     * @throws TypeError for bad messages or options; ContextLimitError when the prompt can never fit; the signal's
+     *   reason when `signal` aborts the wait; Error when the guard is disposed meanwhile
      */
     async createSession(options: StreamSessionOptions): Promise<StreamSession> {
         this.assertOpen();
@@ -246,9 +255,18 @@ export class StreamGuard {
         const thinking = booleanOption("thinking", options.thinking ?? false);
         const policy = resolvePolicy(options.policy);
         const maxTokens = options.maxTokens == null ? null : integerOption("maxTokens", options.maxTokens, 1, 1 << 30);
-        const session = await StreamSession._open(this, messages, thinking, policy, maxTokens);
-        this.sessions.add(session);
-        return session;
+        if (options.signal != null && !(options.signal instanceof AbortSignal))
+            throw new TypeError(`Expected an AbortSignal for "signal" but received ${describeValue(options.signal)}`);
+        const release = await this._slots.acquire(options.signal);
+        try {
+            this.assertOpen();
+            const session = await StreamSession._open(this, messages, thinking, policy, maxTokens);
+            this.sessions.set(session, release);
+            return session;
+        } catch (error) {
+            release();
+            throw error;
+        }
     }
 
     /**
@@ -293,7 +311,8 @@ export class StreamGuard {
         if (this.disposed)
             return;
         this.disposed = true;
-        for (const session of [...this.sessions])
+        this._slots.failAll(new Error("This StreamGuard has been disposed"));
+        for (const session of [...this.sessions.keys()])
             await session.dispose();
         await this._context.dispose();
         await this._model.dispose();
@@ -301,6 +320,7 @@ export class StreamGuard {
 
     /** @internal */
     _forget(session: StreamSession): void {
+        this.sessions.get(session)?.();
         this.sessions.delete(session);
     }
 

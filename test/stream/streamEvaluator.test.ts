@@ -13,15 +13,18 @@ const model = await loadStreamModel(t, tiny);
 
 /**
  * An evaluator over a real context whose evaluate calls (all the evaluator makes) are counted, each with its batch
- * size, and passed through; `sessions` sequences acquired.
+ * size, and passed through (with the timings the evaluator reads after each); `sessions` sequences acquired.
  */
 async function countedEvaluator(t: Test, sessions: number): Promise<{evaluator: StreamEvaluator, batches: number[], sequences: number[]}> {
     const context = await createStreamContext(t, model, {maxSequences: sessions});
     const batches: number[] = [];
-    const evaluator = new StreamEvaluator({evaluate: (requests: AddonStreamRequest[]) => {
-        batches.push(requests.length);
-        return context.evaluate(requests);
-    }} as AddonStreamContext);
+    const evaluator = new StreamEvaluator({
+        evaluate: (requests: AddonStreamRequest[]) => {
+            batches.push(requests.length);
+            return context.evaluate(requests);
+        },
+        lastTimings: () => context.lastTimings()
+    } as AddonStreamContext);
     return {evaluator, batches, sequences: Array.from({length: sessions}, () => context.acquireSequence())};
 }
 

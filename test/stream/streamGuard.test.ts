@@ -3,7 +3,7 @@ import path from "node:path";
 import t from "tap";
 import type {Test} from "tap";
 import {StreamGuard, UnsafeContentError} from "../../src/index.js";
-import type {Message} from "../../src/index.js";
+import type {Message, StreamSession} from "../../src/index.js";
 import {
     PLANTED_QUERY_CATEGORY, PLANTED_RESPONSE_CONTROVERSIAL_CATEGORY, PLANTED_RESPONSE_UNSAFE_CATEGORY
 } from "../helpers/plantedStream.js";
@@ -99,6 +99,33 @@ t.test("kvLayout: a session's share of the KV budget per session, the whole pool
     const messages = [ask("How do I bake bread?"), ask("Tell me about the weather"), ask("word ".repeat(300))];
     const reports = await Promise.all([guard, shared].map((g) => Promise.all(messages.map((m) => g.moderate(m)))));
     t.same(reports[0].map((r) => r.prompt), reports[1].map((r) => r.prompt), "per-session and shared agree");
+});
+
+t.test("when all maxSessions are open, createSession waits for one to be disposed; a signal or the guard's dispose ends the wait", async (t) => {
+    const two = await StreamGuard.load({model: planted.modelPath, threads: 1, contextSize: 1024, maxSessions: 2});
+    t.teardown(() => two.dispose());
+    const open = await Promise.all([two.createSession({messages: ask("hi")}), two.createSession({messages: ask("hello")})]);
+    let third: StreamSession | null = null;
+    const waiting = two.createSession({messages: ask("bread")}).then((session) => third = session);
+    const aborter = new AbortController();
+    const aborted = two.createSession({messages: ask("weather"), signal: aborter.signal});
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    t.equal(third, null, "the third waits while two are open");
+    t.equal(two._slots.waitingCount, 2);
+    aborter.abort(new Error("gave up"));
+    await t.rejects(aborted, {message: "gave up"}, "an aborted wait rejects with the signal's reason");
+    await open[0].dispose();
+    await waiting;
+    t.not(third, null, "a dispose lets the first waiting session open");
+    t.ok(third!.promptVerdict.probs.Safe >= 0, "and judges its prompt");
+    await t.rejects(two.createSession({messages: ask("x"), signal: AbortSignal.abort(new Error("already"))}), {message: "already"});
+    await t.rejects(two.createSession({messages: ask("x"), signal: "soon" as unknown as AbortSignal}),
+        {name: "TypeError", message: 'Expected an AbortSignal for "signal" but received "soon"'});
+    const last = t.rejects(two.createSession({messages: ask("late")}), {message: "This StreamGuard has been disposed"},
+        "the guard's dispose fails a waiting createSession");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await two.dispose();
+    await last;
 });
 
 /** Drains a generator. */
