@@ -98,8 +98,9 @@ bool qg_stream_context_seq_truncate(qg_stream_context * ctx, int32_t seq, int32_
 
 // Makes the empty sequence `dst` hold what `src` holds (its tokens' KV cells), without decoding them again. With
 // kv_per_seq the cells are copied into dst's stream at the next evaluate; in the unified pool the two sequences share
-// the cells, counted once by n_used while both hold them (a copy of a copy, once its source is released, counts twice:
-// the pool then refuses early rather than late).
+// the cells, counted once by n_used while the copy and its source both hold them. Once the source is released or
+// truncated, cells that two copies of it (or a copy of a copy) still share count twice: the pool then refuses early
+// rather than late.
 bool qg_stream_context_seq_copy(qg_stream_context * ctx, int32_t src, int32_t dst, std::string & error);
 
 // Tokens the sequence holds (those of a running evaluate count once it has finished).

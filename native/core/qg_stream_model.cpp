@@ -124,7 +124,8 @@ static qg_stream_model * gen_model_load(const qg_stream_model_params & params, s
         return nullptr;
     }
     backbone_keys keys;
-    const bool is_backbone = backbone_keys_read(params.model_path, keys, error);
+    backbone_keys_read(params.model_path, keys, error);  // only its variant key matters here
+    const bool is_backbone = keys.variant == QG_BACKBONE_VARIANT;
     if (is_backbone || keys.variant == "stream-head") {
         error = "model " + params.model_path + " is a Qwen3Guard-Stream " + (is_backbone ? "backbone" : "head") +
                 ", not a Gen model: load it as a Stream model";

@@ -42,6 +42,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -100,7 +101,7 @@ static bool parse_ids(const char * s, std::vector<int32_t> & out) {
         if (*c == ',' || *c == '\0') {
             char * end = nullptr;
             const long v = strtol(item.c_str(), &end, 10);
-            if (item.empty() || *end != '\0' || v < 0) {
+            if (item.empty() || *end != '\0' || v < 0 || v > INT32_MAX) {
                 return false;
             }
             out.push_back(static_cast<int32_t>(v));

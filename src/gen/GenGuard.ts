@@ -202,6 +202,7 @@ export class GenGuard {
         const {llama, addon} = await loadLlamaRuntime(options.gpu != null ? {gpu: options.gpu} : {});
         const gpuLayers = givenGpuLayers ?? (llama.gpu === false ? 0 : 999);
         const native = await addon.StreamModel.load({modelPath, headPath: "", gpuLayers, useMmap: true, gen: true});
+        let context: AddonStreamContext | undefined;
         try {
             const tokenize = plainTextTokenizer((text, special) => native.tokenize(text, special), addedTokenIds(gguf));
             tokenizeSegments(genPromptSegments([{role: "user", content: ""}]).segments, tokenize); // the template tokens are single tokens
@@ -217,7 +218,7 @@ export class GenGuard {
                 // is also faster for these short contexts
                 threads, flashAttention: "auto", stopAfterHidden: true, kvLayout: "shared", candidates: reader.tokens
             };
-            const context = await native.createContext(contextOptions);
+            context = await native.createContext(contextOptions);
 
             const warnings: string[] = [];
             const templateProblem = compareEmbeddedTemplate(metadata.find("tokenizer.chat_template", GgufValueType.STRING));
@@ -230,6 +231,7 @@ export class GenGuard {
             return new GenGuard(llama, native, context, native.info(), tokenize, vocabulary, reader, prefixes,
                 {model: modelPath, threads, gpuLayers, contextSize, parallel, batchSize}, warnings);
         } catch (error) {
+            await context?.dispose();
             await native.dispose();
             throw error;
         }
@@ -301,9 +303,12 @@ export class GenGuard {
             return {target, ...verdict, flagged: isFlagged(verdict.level, verdict.probs, policy),
                 usage: prefixEvaluated > 0 ? usage(0, prefixEvaluated + evaluated) : usage(shared, evaluated)};
         } finally {
-            if (!this.disposed)
-                this._context.truncateSequence(slot.sequence, 0);
-            slot.release();
+            try {
+                if (!this.disposed)
+                    this._context.truncateSequence(slot.sequence, 0);
+            } finally {
+                slot.release(); // whatever happened, so that no later request waits for these cells
+            }
         }
     }
 
@@ -316,6 +321,9 @@ export class GenGuard {
             await prefix.ready;
             return 0;
         }
+        // after a failed attempt: nothing of it may stay (an evaluate is all or nothing, but be sure)
+        if (this._context.sequenceLength(prefix.sequence) > 0)
+            this._context.truncateSequence(prefix.sequence, 0);
         prefix.ready = this._evaluator.evaluate({sequence: prefix.sequence, tokens: Int32Array.from(prefix.tokens), outputs: new Int32Array(0), heads: 0})
             .then(() => undefined);
         try {

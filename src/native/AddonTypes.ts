@@ -180,7 +180,8 @@ export interface AddonStreamContext {
     truncateSequence(sequence: number, length: number): void,
     /** Makes the empty sequence `target` hold what `source` holds, without decoding it again (llama.cpp's
      * `llama_memory_seq_cp`): per sequence the cells are copied into the target's stream at the next evaluate; in the
-     * shared pool both sequences point at the same cells (`usedCells` counts them once). Throws while an
+     * shared pool both sequences point at the same cells (`usedCells` counts them once while the source holds them; cells
+     * two copies still share after their source is released or truncated count twice, refusing early, never late). Throws while an
      * evaluate using either is in flight. */
     copySequence(source: number, target: number): void,
     /** Tokens the sequence holds (an evaluate's tokens count from when it has finished). */

@@ -26,12 +26,20 @@ export class SessionSlots {
             this.free--;
         else
             await new Promise<void>((grant, fail) => {
-                const entry = {grant: () => {
-                    signal?.removeEventListener("abort", onAbort);
-                    grant();
-                }, fail};
+                const entry = {
+                    grant: () => {
+                        signal?.removeEventListener("abort", onAbort);
+                        grant();
+                    },
+                    fail: (error: unknown) => {
+                        signal?.removeEventListener("abort", onAbort);
+                        fail(error);
+                    }
+                };
                 const onAbort = () => {
-                    this.waiting.splice(this.waiting.indexOf(entry), 1);
+                    const index = this.waiting.indexOf(entry);
+                    if (index >= 0)
+                        this.waiting.splice(index, 1);
                     fail(signal!.reason);
                 };
                 signal?.addEventListener("abort", onAbort, {once: true});

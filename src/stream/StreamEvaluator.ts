@@ -78,20 +78,21 @@ export class StreamEvaluator {
             const batch = this.pending;
             this.pending = [];
             const start = performance.now();
-            try {
-                const results = await this.context.evaluate(batch.map((item) => item.request));
+            // a synchronous throw (bad arguments, a context disposed meanwhile) becomes that call's rejection
+            const evaluate = (requests: AddonStreamRequest[]) => Promise.resolve().then(() => this.context.evaluate(requests));
+            const results = await evaluate(batch.map((item) => item.request)).then((value) => value, (error: unknown) => error as Error);
+            if (Array.isArray(results)) {
                 this.count(batch.length);
                 batch.forEach((item, index) => item.resolve(results[index]));
-            } catch (error) {
+            } else if (batch.length === 1) {
+                batch[0].reject(results);
+            } else {
                 // the native call is all or nothing: retry each request alone, so only the one at fault fails
-                if (batch.length === 1)
-                    batch[0].reject(error);
-                else
-                    for (const item of batch)
-                        await this.context.evaluate([item.request]).then(([result]) => {
-                            this.count(1);
-                            item.resolve(result);
-                        }, item.reject);
+                for (const item of batch)
+                    await evaluate([item.request]).then(([result]) => {
+                        this.count(1);
+                        item.resolve(result);
+                    }, item.reject);
             }
             this.lastBatch = batch.length;
             this.lastDecodeMs = performance.now() - start;
@@ -99,10 +100,15 @@ export class StreamEvaluator {
         this.running = false;
     }
 
-    /** Counts a call that succeeded (the context's timings are those of the call that just finished). */
+    /** Counts a call that succeeded (the context's timings are those of the call that just finished; once the context
+     * is disposed it has none, and its tokens are not counted). */
     private count(requests: number): void {
         this.stats.calls++;
         this.stats.requests += requests;
-        this.stats.decodedTokens += this.context.lastTimings().tokens;
+        try {
+            this.stats.decodedTokens += this.context.lastTimings().tokens;
+        } catch {
+            // disposed meanwhile: the results are still good
+        }
     }
 }

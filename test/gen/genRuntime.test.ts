@@ -149,6 +149,20 @@ t.test("one KV budget: requests that do not fit beside the running ones wait, an
     t.equal(gen._context.usedCells(), prefixTokens("prompt") + prefixTokens("response"), "only the two prefixes stay in the cache");
 });
 
+t.test("disposing the guard while requests are batched and queued settles every one of them", async (t) => {
+    const gen = await GenGuard.load({...SMALL_GEN, model: await cachedPlantedGen(), parallel: 2});
+    await gen.moderatePrompt("warm the prefix up");
+    const requests = Promise.allSettled(Array.from({length: 6}, (_, i) => gen.moderate(i % 2 === 0 ? [{role: "user", content: `bread ${i}`}]
+        : [{role: "user", content: "hi"}, {role: "assistant", content: `hello ${i}`}])));
+    await new Promise((resolve) => setTimeout(resolve, 30)); // the first batch is in llama.cpp, the rest wait
+    await gen.dispose();
+    const settled = await requests;
+    t.equal(settled.length, 6, "all settled: none hangs");
+    for (const outcome of settled)
+        if (outcome.status === "rejected")
+            t.match(outcome.reason, {message: /disposed/}, "a request cut off by the dispose says so");
+});
+
 t.test("score probabilities are llama.cpp's next-token distribution renormalised over the candidates; a malformed generated answer", async (t) => {
     const warnings: string[] = [];
     const gen = await GenGuard.load({...SMALL_GEN, model: tinyGen, onWarning: (message) => warnings.push(message)});

@@ -176,6 +176,10 @@ t.test("a Gen model on the core: no head, the logits of chosen tokens as the flo
         {name: "RangeError", message: "StreamContext.evaluate: request 0: this is a Stream model, which has no candidate tokens: ask for heads instead of logits"});
     await expectError(t, addon.StreamModel.load({...options(tiny.modelPath), gen: true}), Error,
         `model ${tiny.modelPath} is a Qwen3Guard-Stream backbone, not a Gen model: load it as a Stream model`);
+    const unsigned = inDir("no-fingerprint.gguf");
+    await rewriteGguf(tiny.modelPath, unsigned, {kv: (kv) => kv.delete("qwen3guard.fingerprint")});
+    await expectError(t, addon.StreamModel.load({...options(unsigned), gen: true}), Error,
+        `model ${unsigned} is a Qwen3Guard-Stream backbone, not a Gen model: load it as a Stream model`);
     await expectError(t, addon.StreamModel.load({...options(gen.modelPath, tiny.headPath), gen: true}), Error,
         `a Gen model has no head file, but head ${tiny.headPath} was passed`);
 });
