@@ -19,6 +19,7 @@ import {assertLoadsSafely} from "../probe/probeModel.js";
 import {AnswerVocabulary} from "./AnswerVocabulary.js";
 import type {CandidateSet, TargetVocabulary} from "./AnswerVocabulary.js";
 import {StreamEvaluator} from "../stream/StreamEvaluator.js";
+import {coreUbatchSize} from "../stream/StreamGuard.js";
 import {compareEmbeddedTemplate} from "./embeddedTemplate.js";
 import {isFlagged, resolveGenPolicy} from "./genPolicy.js";
 import {NO_CATEGORY, genInstructionsBefore, genPromptSegments} from "./genTemplate.js";
@@ -85,9 +86,6 @@ const LEVEL_RANK = {Safe: 0, Controversial: 1, Unsafe: 2} as const;
  * (n_vocab floats) for each.
  */
 const OUTPUT_BATCH_SIZE = 64;
-/** Tokens per compute graph on the CPU (as for Stream: faster prompts than llama.cpp's 512), and offloaded. */
-const CPU_UBATCH_SIZE = 128;
-const GPU_UBATCH_SIZE = 512;
 
 /** A target's template prefix (the text before the conversation), evaluated once into a sequence of its own. */
 interface TemplatePrefix {
@@ -213,7 +211,7 @@ export class GenGuard {
             const offloaded = gpuLayers > 0 && llama.gpu !== false;
             const contextOptions: AddonStreamContextOptions = {
                 contextSize: contextSize + prefixes.prompt.length + prefixes.response.length, maxSequences: 2 + 2 * parallel, batchSize,
-                ubatchSize: Math.min(batchSize, offloaded ? GPU_UBATCH_SIZE : CPU_UBATCH_SIZE), outputBatchSize: Math.min(batchSize, OUTPUT_BATCH_SIZE),
+                ubatchSize: coreUbatchSize(batchSize, offloaded), outputBatchSize: Math.min(batchSize, OUTPUT_BATCH_SIZE),
                 // as node-llama-cpp (the Gen runtime before this one) runs it, so that verdicts stay the same; on a CPU it
                 // is also faster for these short contexts
                 threads, flashAttention: "auto", stopAfterHidden: true, kvLayout: "shared", candidates: reader.tokens

@@ -12,6 +12,7 @@ import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {booleanOption, integerOption, oneOfOption, stringOption} from "../options.js";
 import {resolveModel} from "../hub/resolveModel.js";
+import {AdmissionQueue} from "../server/AdmissionQueue.js";
 import {assertLoadsSafely} from "../probe/probeModel.js";
 import {resolvePolicy} from "./DecisionRule.js";
 import {checkHeadLabels} from "./headVerdicts.js";
@@ -19,7 +20,6 @@ import type {HeadLabels} from "./headVerdicts.js";
 import {StreamEvaluator} from "./StreamEvaluator.js";
 import {monitorStream} from "./monitor.js";
 import type {MonitorChunk, MonitorOptions} from "./monitor.js";
-import {SessionSlots} from "./SessionSlots.js";
 import {StreamSession} from "./StreamSession.js";
 import type {PolicyOption, ResponseReport, Verdict} from "./types.js";
 
@@ -94,6 +94,11 @@ const GPU_OUTPUT_BATCH_SIZE = 512;
 const CPU_UBATCH_SIZE = 128;
 const GPU_UBATCH_SIZE = 512;
 
+/** Tokens per compute graph of a core context (Stream or Gen): see CPU_UBATCH_SIZE. */
+export function coreUbatchSize(batchSize: number, offloaded: boolean): number {
+    return Math.min(batchSize, offloaded ? GPU_UBATCH_SIZE : CPU_UBATCH_SIZE);
+}
+
 export interface StreamSessionOptions {
     /** The conversation so far, ending with the user turn the response answers. */
     messages: Message[],
@@ -142,8 +147,10 @@ export class StreamGuard {
     /** @internal */ readonly _evaluator: StreamEvaluator;
     private disposed = false;
     private readonly sessions = new Map<StreamSession, () => void>();
-    /** @internal At most maxSessions open; the others wait. */
-    readonly _slots: SessionSlots;
+    /** @internal At most maxSessions open; the others wait, first come first served. */
+    readonly _slots: AdmissionQueue;
+    /** Aborts the waits for a session when the guard is disposed. */
+    private readonly disposing = new AbortController();
     /** Most tokens the native context lets one sequence hold. */
     private readonly sequenceCells: number;
 
@@ -160,7 +167,7 @@ export class StreamGuard {
     ) {
         this._evaluator = new StreamEvaluator(_context);
         this.sequenceCells = _context.sequenceCells();
-        this._slots = new SessionSlots(options.maxSessions);
+        this._slots = new AdmissionQueue("StreamGuard's sessions", options.maxSessions, Infinity);
     }
 
     /**
@@ -211,7 +218,7 @@ export class StreamGuard {
                 throw new RangeError(`Expected "contextSize" of at least 16 cells per session (${16 * maxSessions} for ${maxSessions} sessions) ` +
                     `with kvLayout "per-session" but received ${contextSize}: pass a larger contextSize or fewer maxSessions`);
             const contextOptions: AddonStreamContextOptions = {
-                contextSize, maxSequences: maxSessions, batchSize, ubatchSize: Math.min(batchSize, offloaded ? GPU_UBATCH_SIZE : CPU_UBATCH_SIZE),
+                contextSize, maxSequences: maxSessions, batchSize, ubatchSize: coreUbatchSize(batchSize, offloaded),
                 outputBatchSize: Math.min(batchSize, offloaded ? GPU_OUTPUT_BATCH_SIZE : CPU_OUTPUT_BATCH_SIZE), threads,
                 flashAttention: flashAttention === "auto" ? "auto" : flashAttention ? "on" : "off", stopAfterHidden: true,
                 kvLayout: kvLayout === "per-session" ? "per-sequence" : "shared"
@@ -257,7 +264,7 @@ export class StreamGuard {
         const maxTokens = options.maxTokens == null ? null : integerOption("maxTokens", options.maxTokens, 1, 1 << 30);
         if (options.signal != null && !(options.signal instanceof AbortSignal))
             throw new TypeError(`Expected an AbortSignal for "signal" but received ${describeValue(options.signal)}`);
-        const release = await this._slots.acquire(options.signal);
+        const release = await this._slots.acquire(options.signal == null ? this.disposing.signal : AbortSignal.any([options.signal, this.disposing.signal]));
         try {
             this.assertOpen();
             const session = await StreamSession._open(this, messages, thinking, policy, maxTokens);
@@ -311,7 +318,7 @@ export class StreamGuard {
         if (this.disposed)
             return;
         this.disposed = true;
-        this._slots.failAll(new Error("This StreamGuard has been disposed"));
+        this.disposing.abort(new Error("This StreamGuard has been disposed"));
         for (const session of [...this.sessions.keys()])
             await session.dispose();
         await this._context.dispose();

@@ -111,7 +111,7 @@ t.test("when all maxSessions are open, createSession waits for one to be dispose
     const aborted = two.createSession({messages: ask("weather"), signal: aborter.signal});
     await new Promise((resolve) => setTimeout(resolve, 50));
     t.equal(third, null, "the third waits while two are open");
-    t.equal(two._slots.waitingCount, 2);
+    t.equal(two._slots.depth, 2);
     aborter.abort(new Error("gave up"));
     await t.rejects(aborted, {message: "gave up"}, "an aborted wait rejects with the signal's reason");
     await open[0].dispose();
