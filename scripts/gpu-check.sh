@@ -7,7 +7,9 @@
 #   2. speed: ms per response token at a context of ~100, ~1,000 and ~4,000 (flatness), the head's share, and the
 #      ratio to the backbone floor (the same tokens fed with no output), measured in the same process;
 #   3. Gen score mode (a random-weight Gen model of the same shape): the candidates' probabilities after a shared
-#      prefix, GPU against CPU, and the time of 1 and of 8 requests at once against the same rounds with no output.
+#      prefix, GPU against CPU, and the time of 1 and of 8 requests at once against the same rounds with no output;
+#   4. concurrent Stream sessions (a KV stream each, as the library lays them out): 8 and 16 sessions stepping one
+#      token each at once after ~100 and ~1,000 tokens, against one session alone, step by step in the same process.
 # Needs: a CUDA toolkit with cuBLAS, cmake (ninja if present), a C++17 compiler, Node >= 20, and this checkout with
 # `dist/` built (`npx tsc`). Everything is written under $OUT (default .cache/gpu-check/); the last lines are a summary.
 #
@@ -174,7 +176,7 @@ timed() {
         say "$label: FAILED (exit $rc; see $size-bench.err)"
         status=1
     else
-        say "$label: $(grep -E '^(evaluate|plain|bench|floor):' <<<"$stdout" | tr '\n' ' ')"
+        say "$label: $(grep -E '^(evaluate|plain|bench|floor|sessions):' <<<"$stdout" | tr '\n' ' ')"
     fi
 }
 
@@ -216,6 +218,12 @@ for size in $sizes; do
     done
     timed "scoring $size GPU, 64 output rows per call, whole graph" --outputs 64 --full-graph "$(prompt 3300)"
     timed "speed $size GPU full graph (LM head run too)" --full-graph --bench 200 "$(prompt 60)"
+    # Concurrent sessions: S sessions of 2,048 cells each, one token each a step, against one alone.
+    for words in 60 800; do
+        for sessions in 8 16; do
+            timed "sessions $size GPU, $sessions at once" --ctx 2048 --sessions $sessions --bench 50 "$(prompt "$words")"
+        done
+    done
 
     # Gen score mode: any candidate set is a distribution to compare; the prompt's first half is the shared prefix.
     gen=$("$node_bin" -p "JSON.parse(require('fs').readFileSync('$work/models-$size.json', 'utf8')).stock")

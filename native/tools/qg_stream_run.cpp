@@ -4,7 +4,7 @@
 // that evaluation against the same tokens evaluated with no output at all (a plain prompt evaluation, the baseline).
 //
 //   qg_stream_run <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--ubatch N]
-//                 [--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>
+//                 [--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] [--sessions S] <text...>
 //
 // --batch, --ubatch and --outputs are the tokens per llama_decode call, per compute graph and the output rows per call
 // (defaults 512, 512 and --batch; StreamGuard uses 512, 128 on a CPU / 512 offloaded, and 64).
@@ -14,6 +14,11 @@
 //
 // --bench N then feeds N more tokens one at a time (response head at each) and prints the mean time per token and the
 // head's share of it; then N more with no output at all (the backbone floor) and the ratio of the two.
+//
+// --sessions S (with --bench N) first times S concurrent sessions, as a server monitoring S generations runs them:
+// the context gets S sequences, each a KV stream of its own of --ctx cells (the library's per-session layout), every
+// one holding the text's tokens; then N steps of one token for every session in one evaluate (response head at each),
+// each step paired with the same step of one session alone, and prints the tokens/s of both and their ratio.
 //
 // Gen score mode: pass --gen in place of the head, and the candidate token ids:
 //
@@ -58,7 +63,7 @@
 static void print_usage(const char * argv0) {
     fprintf(stderr,
             "usage: %s <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--ubatch N] "
-            "[--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] <text...>\n"
+            "[--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] [--sessions S] <text...>\n"
             "       %s <gen.gguf> --gen --candidates ID,ID,... [--parallel P] [the same options] <text...>\n",
             argv0, argv0);
 }
@@ -214,6 +219,66 @@ static int run_gen(qg_stream_context * ctx, const qg_stream_model * model, const
     return 0;
 }
 
+// --sessions (see the header): `first` holds the text's `n_tokens` tokens; every other session gets a copy of them.
+// Each of the n_bench steps times one token for `first` alone (cut again afterwards), then one token for every session
+// in one evaluate, at the same context. Leaves `first` as it found it and releases the others. Returns false with
+// `error` set on a failure.
+static bool run_sessions(qg_stream_context * ctx, int32_t first, const std::vector<int32_t> & text, int32_t n_sessions,
+                         int32_t n_bench, std::string & error) {
+    const int32_t n_tokens = static_cast<int32_t>(text.size());
+    std::vector<int32_t> seqs = { first };
+    bool ok = true;
+    for (int32_t i = 1; i < n_sessions && ok; i++) {
+        int32_t seq = -1;
+        ok = qg_stream_context_seq_acquire(ctx, seq, error) && qg_stream_context_seq_copy(ctx, first, seq, error);
+        if (seq >= 0) {
+            seqs.push_back(seq);
+        }
+    }
+    std::vector<qg_stream_result> results;
+    const auto step = [&](size_t n, int32_t i, double & ms) {
+        std::vector<qg_stream_request> requests(n);
+        for (size_t s = 0; s < n; s++) {
+            requests[s].seq     = seqs[s];
+            requests[s].tokens  = { text[static_cast<size_t>(i) % text.size()] };
+            requests[s].outputs = { 0 };
+            requests[s].heads   = QG_STREAM_HEADS_RESPONSE;
+            requests[s].hidden  = false;
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        const bool stepped = qg_stream_context_evaluate(ctx, requests, results, error);
+        ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        return stepped;
+    };
+    double ms_alone = 0;
+    double ms_all   = 0;
+    // a warm-up step of all (the copies are made at the first evaluate), cut again
+    ok = ok && step(seqs.size(), 0, ms_all);
+    for (int32_t seq : seqs) {
+        ok = ok && qg_stream_context_seq_truncate(ctx, seq, n_tokens, error);
+    }
+    ms_all = 0;
+    for (int32_t i = 0; i < n_bench && ok; i++) {
+        double ms = 0;
+        ok = step(1, i, ms) && qg_stream_context_seq_truncate(ctx, first, n_tokens + i, error);
+        ms_alone += ms;
+        ok = ok && step(seqs.size(), i, ms);
+        ms_all += ms;
+    }
+    if (ok) {
+        const double alone = 1000.0 * n_bench / ms_alone;
+        const double all   = 1000.0 * n_bench * static_cast<double>(seqs.size()) / ms_all;
+        printf("sessions: %zu at once, one token each a step after a context of %d: %.1f tokens/s (%.2f ms a step); one "
+               "alone %.1f tokens/s; together / alone %.3f\n", seqs.size(), n_tokens, all, ms_all / n_bench, alone,
+               all / alone);
+    }
+    std::string cleanup_error;
+    for (size_t s = 1; s < seqs.size(); s++) {
+        qg_stream_context_seq_release(ctx, seqs[s], cleanup_error);
+    }
+    return qg_stream_context_seq_truncate(ctx, first, n_tokens, ok ? error : cleanup_error) && ok;
+}
+
 static size_t argmax(const float * v, size_t n) {
     size_t best = 0;
     for (size_t i = 1; i < n; i++) {
@@ -245,6 +310,7 @@ int main(int argc, char ** argv) {
     mparams.head_path    = mparams.gen ? "" : argv[2];
     std::vector<int32_t> candidates;
     int32_t n_parallel = 1;
+    int32_t n_sessions = 1;
     mparams.n_gpu_layers = 0;
     mparams.use_mmap     = true;
     int32_t n_threads = 0;
@@ -276,6 +342,8 @@ int main(int argc, char ** argv) {
             target = &n_bench;
         } else if (arg == "--parallel") {
             target = &n_parallel;
+        } else if (arg == "--sessions") {
+            target = &n_sessions;
         } else if (arg == "--candidates") {
             if (i + 1 >= argc || !parse_ids(argv[i + 1], candidates)) {
                 fprintf(stderr, "error: --candidates expects token ids separated by commas\n");
@@ -316,6 +384,12 @@ int main(int argc, char ** argv) {
         fprintf(stderr, "error: --gen needs --candidates (and a Stream model takes none); --parallel at least 1\n");
         return 2;
     }
+    if (n_sessions < 1 || (n_sessions > 1 && (mparams.gen || n_bench == 0)) ||
+        static_cast<int64_t>(n_ctx) * n_sessions > INT32_MAX) {
+        fprintf(stderr, "error: --sessions is at least 1, more need --bench N and a Stream model, and --ctx × --sessions "
+                        "cells must fit in 32 bits\n");
+        return 2;
+    }
 
     llama_backend_init();
     backends_load();
@@ -337,8 +411,10 @@ int main(int argc, char ** argv) {
         flash_attn = mparams.n_gpu_layers > 0 || mparams.gen ? "auto" : "off";
     }
     const qg_flash_attn fa = flash_attn == "on" ? QG_FLASH_ATTN_ON : flash_attn == "off" ? QG_FLASH_ATTN_OFF : QG_FLASH_ATTN_AUTO;
-    // Stream: one sequence in a stream of its own; Gen: the prefix and the requests sharing one unified pool
-    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx), info.gen ? 1u + static_cast<uint32_t>(n_parallel) : 1u,
+    // Stream: every session (one unless --sessions) in a stream of its own of --ctx cells; Gen: the prefix and the
+    // requests sharing one unified pool
+    const uint32_t n_seq = info.gen ? 1u + static_cast<uint32_t>(n_parallel) : static_cast<uint32_t>(n_sessions);
+    qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx) * (info.gen ? 1u : n_seq), n_seq,
                                          static_cast<uint32_t>(n_batch), static_cast<uint32_t>(n_ubatch),
                                          static_cast<uint32_t>(n_outputs), n_threads, fa, !full_graph, !info.gen,
                                          candidates };
@@ -435,6 +511,10 @@ int main(int argc, char ** argv) {
     printf("plain: the same %zu tokens with no output: %.1f ms; scoring every position / plain %.3f\n", n_tokens,
            ms_plain, ms_eval / ms_plain);
 
+    if (n_sessions > 1 && !run_sessions(ctx.get(), req.seq, req.tokens, n_sessions, n_bench, error)) {
+        fprintf(stderr, "error: %s\n", error.c_str());
+        return 1;
+    }
     if (n_bench > 0) {
         // n_bench single tokens, each scored (response head) or not (no output at all: KV cache only, no hidden
         // state, no head); returns the wall time and adds up the engine's own decode and head times

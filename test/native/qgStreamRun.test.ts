@@ -68,6 +68,21 @@ t.test("prints, per position, the response head's probabilities as the addon com
     t.match(stdout, /graphs stopped at the hidden states/);
 });
 
+t.test("--sessions: S sessions stepping together against one alone, then the single-session bench as before", async (t) => {
+    const args = [tiny.modelPath, tiny.headPath, "--threads", "1", "--ctx", "256", "--quiet", "--bench", "3", CHATML_EXCHANGE];
+    const {stdout} = await run(binary, [...args.slice(0, -1), "--sessions", "3", CHATML_EXCHANGE]);
+    const line = stdout.split("\n").find((candidate) => candidate.startsWith("sessions:"));
+    t.match(line, /^sessions: 3 at once, one token each a step after a context of \d+: /, "the sessions line names the count");
+    t.ok(figure(stdout, "sessions:", /: ([\d.]+) tokens\/s \(/) > 0, "all sessions' tokens/s");
+    t.ok(figure(stdout, "sessions:", /one alone ([\d.]+) tokens\/s/) > 0, "one session alone");
+    t.ok(figure(stdout, "sessions:", /together \/ alone ([\d.]+)/) > 0, "their ratio");
+    // three streams of 256 cells score the text as one stream does, and the single-token bench runs on after the sessions
+    const single = await run(binary, args);
+    const query = (text: string) => text.split("\n").find((candidate) => candidate.startsWith("query head at the last token:"));
+    t.equal(query(stdout), query(single.stdout), "the same query head at the last token");
+    t.ok(figure(stdout, "bench:", /: ([\d.]+) ms\/token/) > 0, "the single-token bench still runs");
+});
+
 t.test("Gen score mode: the candidates' logits after a shared prefix, as the addon computes them, and its timing lines", async (t) => {
     const gen = await convertedFixture(t, "tiny-gen", "F32", "q8_0");
     const candidates = [9, 220, 15339, 151645];
@@ -103,6 +118,8 @@ t.test("refuses bad arguments with a message and exit code 2", async (t) => {
         [[tiny.modelPath, tiny.headPath, "--flash-attn", "sometimes", "text"], /--flash-attn expects auto, on or off/],
         [[tiny.modelPath, tiny.headPath, "--bench", "-1", "text"], /--bench expects a non-negative integer/],
         [[tiny.modelPath, "--gen", "text"], /--gen needs --candidates/],
+        [[tiny.modelPath, tiny.headPath, "--sessions", "2", "text"], /more need --bench N/],
+        [[tiny.modelPath, tiny.headPath, "--sessions", "0", "--bench", "1", "text"], /--sessions is at least 1/],
         [[tiny.modelPath, "--gen", "--candidates", "1,x", "text"], /--candidates expects token ids separated by commas/]
     ] as const) {
         const failure = await run(binary, [...args]).then(() => null, (error: {code: number, stderr: string}) => error);
