@@ -9,7 +9,7 @@ import {genResult, streamPromptResult, streamPromptRule, streamResponseResult} f
 import {StreamGuard} from "../stream/StreamGuard.js";
 import type {StreamSession} from "../stream/StreamSession.js";
 import type {TokenVerdict} from "../stream/types.js";
-import {AdmissionQueue} from "./AdmissionQueue.js";
+import {AdmissionQueue} from "../concurrency/AdmissionQueue.js";
 import type {ServerMetrics} from "./ServerMetrics.js";
 import type {QwenguardServerOptions} from "./serverOptions.js";
 import type {ResolvedServerPolicy} from "./serverPolicy.js";

@@ -1,6 +1,6 @@
 import type {FastifyError} from "fastify";
 import {ContextLimitError} from "../conversation/ContextLimitError.js";
-import {QueueFullError} from "./AdmissionQueue.js";
+import {QueueFullError} from "../concurrency/AdmissionQueue.js";
 import {ApiError, ClientClosedError} from "./ApiError.js";
 
 /** Seconds a client is told to wait (`Retry-After`) when a model is busy. */

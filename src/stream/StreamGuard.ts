@@ -12,7 +12,7 @@ import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {booleanOption, integerOption, oneOfOption, stringOption} from "../options.js";
 import {resolveModel} from "../hub/resolveModel.js";
-import {AdmissionQueue} from "../server/AdmissionQueue.js";
+import {AdmissionQueue} from "../concurrency/AdmissionQueue.js";
 import {assertLoadsSafely} from "../probe/probeModel.js";
 import {resolvePolicy} from "./DecisionRule.js";
 import {checkHeadLabels} from "./headVerdicts.js";

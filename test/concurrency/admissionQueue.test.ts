@@ -1,8 +1,7 @@
-// The bounded admission queue in front of each model, and the API key check: pure units.
+// The bounded admission queue in front of each model (the server's routes, StreamGuard's sessions): a pure unit.
 
 import t from "tap";
-import {AdmissionQueue, QueueFullError} from "../../src/server/AdmissionQueue.js";
-import {bearerKeyCheck} from "../../src/server/apiKey.js";
+import {AdmissionQueue, QueueFullError} from "../../src/concurrency/AdmissionQueue.js";
 
 t.test("at most `slots` holders, then a first-come-first-served wait, then a QueueFullError", async (t) => {
     const changes: Array<[number, number]> = [];
@@ -71,12 +70,4 @@ t.test("acquireMany takes its slots together, first come first served; a large w
     t.same(order, ["two", "single"]);
     t.equal(queue.active, 0);
     await t.rejects(queue.acquireMany(4), {name: "RangeError", message: "4 slots are asked of the Stream model, which has 3"});
-});
-
-t.test("the API key check", async (t) => {
-    const check = bearerKeyCheck("s3cret-key");
-    t.equal(check("Bearer s3cret-key"), true);
-    t.equal(check("bearer  s3cret-key "), true, "the scheme is case-insensitive, spaces around the key do not count");
-    for (const header of [undefined, "", "s3cret-key", "Bearer", "Bearer s3cret-ke", "Bearer s3cret-key2", "Basic czNjcmV0LWtleQ=="])
-        t.equal(check(header), false, `refused: ${JSON.stringify(header)}`);
 });
