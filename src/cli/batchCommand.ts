@@ -1,12 +1,15 @@
 import {existsSync} from "node:fs";
 import type {Command} from "commander";
-import {BatchInputError, BatchOutputError, BatchRecordError, batchInputFormats, mergeBatchOutputs, moderateFile, moderateFileOnQueue} from "../index.js";
-import type {BatchInputFormat, BatchProgress, BatchSummary} from "../index.js";
+import {BatchInputError, batchInputFormats} from "../batch/readRecords.js";
+import {BatchOutputError} from "../batch/batchOutput.js";
+import {BatchRecordError, moderateFile} from "../batch/moderateFile.js";
+import {mergeBatchOutputs} from "../batch/mergeOutputs.js";
+import type {BatchInputFormat} from "../batch/readRecords.js";
+import type {BatchProgress, BatchSummary} from "../batch/moderateFile.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
 import {resolveModelFlag} from "./pullReporter.js";
 import {INTERRUPTED, ProgressReporter, abortOnInterrupt, duration} from "./batchProgress.js";
-import {showQueueStatus} from "./queueStatus.js";
 
 interface BatchCommandOptions {
     output: string,
@@ -65,7 +68,7 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
         .option("--chunks-in-flight <n>", "--queue: chunks out at once, so at most n workers busy (default: 2 × the workers there at the start, at least 8)")
         .option("--status", "--queue: show the runs on that Redis (of INPUT, and -o OUTPUT, when given) and its workers, from any machine")
         .action(async (input: string | undefined, options: BatchCommandOptions, command: Command) =>
-            setExitCode(options.status === true ? await showQueueStatus(input, statusOptions(options, command)) : await runBatch(input, options)));
+            setExitCode(options.status === true ? await queueStatus(input, statusOptions(options, command)) : await runBatch(input, options)));
 
     program.command("merge")
         .description("join the outputs of `batch --shard i/n` runs into one output in input order")
@@ -75,6 +78,12 @@ export function registerBatchCommand(program: Command, setExitCode: (code: numbe
             const {lines} = await failAsUsage(() => mergeBatchOutputs(shards, options.output));
             process.stderr.write(`qwenguard: merged ${shards.length} shards, ${lines} lines, into ${options.output}\n`);
         });
+}
+
+/** `batch --status`: the queue's modules (BullMQ, ioredis) are imported by the runs that use them, not at the CLI's start. */
+async function queueStatus(input: string | undefined, options: BatchCommandOptions): Promise<number> {
+    const {showQueueStatus} = await import("./queueStatus.js");
+    return showQueueStatus(input, options);
 }
 
 async function runBatch(input: string | undefined, options: BatchCommandOptions): Promise<number> {
@@ -124,8 +133,10 @@ async function runBatch(input: string | undefined, options: BatchCommandOptions)
             signal: controller.signal, onProgress: (state: BatchProgress) => progress.update(state),
             onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)
         };
-        const summary = await failAsUsage(() => options.queue != null
-            ? moderateFileOnQueue(input, output, {...common, queue: options.queue, chunkSize: numbers.chunkSize, chunksInFlight: numbers.chunksInFlight})
+        // as for --status, the queue's modules are imported only by a run on the queue
+        const onQueue = options.queue != null ? (await import("../queue/moderateFileOnQueue.js")).moderateFileOnQueue : null;
+        const summary = await failAsUsage(() => onQueue != null && options.queue != null
+            ? onQueue(input, output, {...common, queue: options.queue, chunkSize: numbers.chunkSize, chunksInFlight: numbers.chunksInFlight})
             : moderateFile(input, output, {...common, concurrency: numbers.concurrency, threads: numbers.threads, contextSize: numbers.contextSize}));
         progress.finish();
         process.stdout.write(options.json ? JSON.stringify(summary) + "\n" : summaryTable(summary));

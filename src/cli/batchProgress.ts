@@ -1,4 +1,4 @@
-import type {BatchProgress} from "../index.js";
+import type {BatchProgress} from "../batch/moderateFile.js";
 
 /** Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it. */
 export const INTERRUPTED = 130;

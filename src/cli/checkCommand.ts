@@ -1,7 +1,10 @@
 import {readFileSync} from "node:fs";
 import type {Command} from "commander";
-import {Judge, conversationOf, readGuardVariant} from "../index.js";
-import type {JudgeResult, Message} from "../index.js";
+import {Judge} from "../moderation/Judge.js";
+import {conversationOf} from "../moderation/conversationOf.js";
+import {readGuardVariant} from "../gen/readGuardVariant.js";
+import type {JudgeResult} from "../moderation/Judge.js";
+import type {Message} from "../conversation/messages.js";
 import {judgeItem} from "../batch/moderateMany.js";
 import {firstInvalidUtf8} from "../batch/readRecords.js";
 import {mapInOrder} from "../moderation/mapInOrder.js";

@@ -1,7 +1,7 @@
 import path from "node:path";
 import type {Command} from "commander";
-import {convert} from "../index.js";
-import type {OutType} from "../index.js";
+import {convert} from "../../gguf/convert/convert.js";
+import type {OutType} from "../../gguf/convert/ModelConverter.js";
 import {UsageError} from "./UsageError.js";
 
 const outTypes: readonly OutType[] = ["f32", "f16", "bf16", "q8_0"];

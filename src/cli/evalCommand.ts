@@ -1,7 +1,11 @@
 import {existsSync, writeFileSync} from "node:fs";
 import type {Command} from "commander";
-import {evalReportHtml, evaluateFile, readGuardVariant} from "../index.js";
-import type {BinaryMetrics, EvalReport, EvalTarget, TargetMetrics} from "../index.js";
+import {evalReportHtml} from "../eval/evalReportHtml.js";
+import {evaluateFile} from "../eval/evaluateFile.js";
+import {readGuardVariant} from "../gen/readGuardVariant.js";
+import type {BinaryMetrics, TargetMetrics} from "../eval/EvalTally.js";
+import type {EvalReport} from "../eval/evaluateFile.js";
+import type {EvalTarget} from "../eval/evalLabels.js";
 import {UsageError} from "./UsageError.js";
 import {failAsUsage} from "./batchCommand.js";
 import {INTERRUPTED, ProgressReporter, abortOnInterrupt, duration} from "./batchProgress.js";

@@ -1,4 +1,4 @@
-import type {GenPolicyOption} from "../index.js";
+import type {GenPolicyOption} from "../gen/genPolicy.js";
 import {UsageError} from "./UsageError.js";
 
 /** `--policy`: strict, loose, or a number in (0, 1] (flag when P(Unsafe) + P(Controversial) reaches it). */

@@ -1,5 +1,5 @@
 import type {Command} from "commander";
-import {describeGguf, formatDescription} from "../index.js";
+import {describeGguf, formatDescription} from "../../gguf/index.js";
 
 /** `qwenguard info`: what a GGUF file is. */
 export function registerInfoCommand(program: Command): void {

@@ -1,5 +1,5 @@
 import {Command, CommanderError} from "commander";
-import {packageVersion} from "../index.js";
+import {packageVersion} from "../native/runtimeInfo.js";
 import {UsageError} from "./UsageError.js";
 import {registerConvertCommand} from "./convertCommand.js";
 import {registerInfoCommand} from "./infoCommand.js";

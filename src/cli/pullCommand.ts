@@ -1,6 +1,8 @@
 import type {Command} from "commander";
-import {OFFICIAL_MODELS, listCachedModels, modelCacheDir, pullModel, removeCachedModel} from "../index.js";
-import type {CachedModel} from "../index.js";
+import {OFFICIAL_MODELS} from "../hub/modelNames.js";
+import {listCachedModels, modelCacheDir, removeCachedModel} from "../hub/modelCache.js";
+import {pullModel} from "../hub/pullModel.js";
+import type {CachedModel} from "../hub/modelCache.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag} from "./flags.js";
 import {pullReporter} from "./pullReporter.js";

@@ -1,5 +1,5 @@
-import {resolveModel} from "../index.js";
-import type {PullEvent} from "../index.js";
+import {resolveModel} from "../hub/resolveModel.js";
+import type {PullEvent} from "../hub/pullModel.js";
 
 /** How often a terminal's progress line is redrawn. */
 const REDRAW_MS = 100;

@@ -1,5 +1,5 @@
 import type {Command} from "commander";
-import {quantizeModel, quantizationTypes} from "../index.js";
+import {quantizeModel, quantizationTypes} from "../quantize/quantizeModel.js";
 
 /** `qwenguard quantize`: llama.cpp quantization of a GGUF model (the Stream head stays untouched). */
 export function registerQuantizeCommand(program: Command): void {

@@ -1,6 +1,6 @@
 import path from "node:path";
-import {queueRunStatus} from "../index.js";
-import type {QueueRunReport, QueueWorkerGroup} from "../index.js";
+import {queueRunStatus} from "../queue/runRegistry.js";
+import type {QueueRunReport, QueueWorkerGroup} from "../queue/runRegistry.js";
 import {UsageError} from "./UsageError.js";
 import {duration} from "./batchProgress.js";
 

@@ -1,7 +1,7 @@
 import type {Command} from "commander";
 import {existsSync} from "node:fs";
-import {createServer, isModelName} from "../index.js";
-import type {CreateServerOptions} from "../index.js";
+import {isModelName} from "../hub/modelNames.js";
+import type {CreateServerOptions} from "../server/createServer.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
 import {resolveModelFlag} from "./pullReporter.js";
@@ -93,6 +93,8 @@ async function runServe(options: ServeCommandOptions): Promise<number> {
         streamIdleTimeout: seconds("--idle-timeout", options.idleTimeout), allowOrigins: options.allowOrigin, shutdownGrace: 1000 * nonNegative("--grace", options.grace),
         logger: {level: options.logLevel, stream: process.stderr}
     };
+    // Fastify and the routes are imported here rather than at the CLI's start, which every command pays
+    const {createServer} = await import("../server/createServer.js");
     let server;
     try {
         server = await createServer(serverOptions);

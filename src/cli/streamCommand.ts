@@ -1,7 +1,10 @@
 import {readFileSync} from "node:fs";
 import type {Command} from "commander";
-import {ContextLimitError, StreamGuard, resolvePolicy} from "../index.js";
-import type {Message, PolicyOption, TokenVerdict, Verdict} from "../index.js";
+import {ContextLimitError} from "../conversation/ContextLimitError.js";
+import {StreamGuard} from "../stream/StreamGuard.js";
+import {resolvePolicy} from "../stream/DecisionRule.js";
+import type {Message} from "../conversation/messages.js";
+import type {PolicyOption, TokenVerdict, Verdict} from "../stream/types.js";
 import {countsAsUnsafe} from "../stream/DecisionRule.js";
 import {JudgedText} from "../stream/monitor.js";
 import {UsageError} from "./UsageError.js";

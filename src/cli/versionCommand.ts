@@ -1,4 +1,4 @@
-import {getRuntimeInfo} from "../index.js";
+import {getRuntimeInfo} from "../native/runtimeInfo.js";
 
 /** `qwenguard --version`: the package version, the llama.cpp release and the backend, from the addon itself. */
 export async function printVersion(write: (text: string) => void): Promise<void> {

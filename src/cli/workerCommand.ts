@@ -1,5 +1,4 @@
 import type {Command} from "commander";
-import {startQueueWorker} from "../index.js";
 import {integerFlag} from "./flags.js";
 import {resolveModelFlag} from "./pullReporter.js";
 
@@ -29,6 +28,8 @@ export function registerWorkerCommand(program: Command): void {
         .action(async (options: WorkerCommandOptions) => {
             const log = (line: string) => void process.stderr.write(`qwenguard worker: ${line}\n`);
             const model = await resolveModelFlag(options.model);
+            // BullMQ is imported by this command only, not at the CLI's start
+            const {startQueueWorker} = await import("../queue/runWorker.js");
             const worker = await startQueueWorker({
                 queue: options.queue, model, head: options.head, concurrency: integerFlag("--concurrency", options.concurrency),
                 threads: integerFlag("--threads", options.threads), contextSize: integerFlag("--context-size", options.contextSize),

@@ -1,5 +1,4 @@
 import {createRequire} from "node:module";
-import {getLlama, LlamaLogLevel} from "node-llama-cpp";
 import type {Llama, LlamaGpuType} from "node-llama-cpp";
 import type {Addon} from "./AddonTypes.js";
 import {addonBuildState, addonPath, ensureAddonBuilt} from "./addonBuild.js";
@@ -37,6 +36,9 @@ export function loadLlamaRuntime({gpu}: {gpu?: GpuOption} = {}): Promise<LlamaRu
 }
 
 async function load(gpu: GpuOption): Promise<LlamaRuntime> {
+    // imported here, not at the top: node-llama-cpp takes most of a second to import, which every CLI command and
+    // library import would pay before it even reads its options (a usage error, a RemoteGuard client)
+    const {getLlama, LlamaLogLevel} = await import("node-llama-cpp");
     let llama: Llama;
     try {
         // build "never": a missing binary is an error to report, not a silent 20-minute llama.cpp compilation.
