@@ -46,7 +46,7 @@ const flag = (name: string) => {
 };
 const quick = args.includes("--quick");
 const size = (flag("--size") ?? "0.6b") as BenchSize;
-const memoryRecords = Number(flag("--records") ?? (quick ? 2000 : 100_000));
+const memoryRecords = Number(flag("--records") ?? (quick ? 500 : 100_000));
 const throughputRecords = quick ? 6 : 24;
 const only = flag("--only");
 const threads = 2;

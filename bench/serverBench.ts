@@ -43,7 +43,7 @@ const log = (line: string) => process.stderr.write(`${new Date().toISOString().s
 
 /** How much each section does. */
 const plan = quick
-    ? {rounds: 1, clients: [1, 8], requests: {tiny: 40, sized: 8}, flood: 500, contexts: [100], sessions: [1, 4], steps: 4, answerTokens: 32, proxyRounds: 1}
+    ? {rounds: 1, clients: [1, 8], requests: {tiny: 40, sized: 8}, flood: 200, contexts: [100], sessions: [1, 4], steps: 4, answerTokens: 32, proxyRounds: 1}
     : {rounds: 3, clients: [1, 8, 32], requests: {tiny: 640, sized: 32}, flood: 10_000, contexts: [100, 800], sessions: [1, 4, 8, 16], steps: 16,
         answerTokens: 128, proxyRounds: 5};
 

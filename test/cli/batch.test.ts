@@ -17,7 +17,7 @@ await ensureAddonBuilt();
 const gen = await cachedPlantedGen();
 const dir = await tempDir(t);
 const input = path.join(dir, "input.jsonl");
-const expected = await writeSyntheticJsonl(input, 400);
+const expected = await writeSyntheticJsonl(input, 200);
 
 interface Run {
     status: number | null,
