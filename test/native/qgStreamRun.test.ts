@@ -118,8 +118,9 @@ t.test("refuses bad arguments with a message and exit code 2", async (t) => {
         [[tiny.modelPath, tiny.headPath, "--flash-attn", "sometimes", "text"], /--flash-attn expects auto, on or off/],
         [[tiny.modelPath, tiny.headPath, "--bench", "-1", "text"], /--bench expects a non-negative integer/],
         [[tiny.modelPath, "--gen", "text"], /--gen needs --candidates/],
-        [[tiny.modelPath, tiny.headPath, "--sessions", "2", "text"], /more need --bench N/],
-        [[tiny.modelPath, tiny.headPath, "--sessions", "0", "--bench", "1", "text"], /--sessions is at least 1/],
+        [[tiny.modelPath, tiny.headPath, "--sessions", "2", "text"], /--sessions 2 times sessions of a Stream model: it needs a head file \(not --gen\) and --bench N/],
+        [[tiny.modelPath, tiny.headPath, "--sessions", "0", "--bench", "1", "text"], /--sessions expects at least 1 but received 0/],
+        [[tiny.modelPath, tiny.headPath, "--sessions", "16", "--ctx", "200000000", "--bench", "1", "text"], /--ctx 200000000 × --sessions 16 cells do not fit in 32 bits/],
         [[tiny.modelPath, "--gen", "--candidates", "1,x", "text"], /--candidates expects token ids separated by commas/]
     ] as const) {
         const failure = await run(binary, [...args]).then(() => null, (error: {code: number, stderr: string}) => error);
