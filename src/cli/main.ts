@@ -1,3 +1,7 @@
+// The qwenguard CLI: a commander program, one file per command. The commands import the library's modules directly,
+// not through the public barrel (src/index.ts), which loads every module at once; the heavy dependencies
+// (node-llama-cpp, Fastify, BullMQ) are imported when a command gets to use them, so a usage error or --help does not
+// pay their start-up (test/cli/startup.test.ts).
 import {Command, CommanderError} from "commander";
 import {packageVersion} from "../native/runtimeInfo.js";
 import {UsageError} from "./UsageError.js";
