@@ -219,6 +219,20 @@ static int run_gen(qg_stream_context * ctx, const qg_stream_model * model, const
     return 0;
 }
 
+// One token appended to `seq`, with the response head at it when `scored` (else no output at all): a decode step of
+// the --bench and --sessions measurements.
+static qg_stream_request response_step(int32_t seq, int32_t token, bool scored) {
+    qg_stream_request step;
+    step.seq    = seq;
+    step.tokens = { token };
+    step.heads  = QG_STREAM_HEADS_RESPONSE;
+    step.hidden = false;
+    if (scored) {
+        step.outputs = { 0 };
+    }
+    return step;
+}
+
 // --sessions (see the header): `first` holds the text's `n_tokens` tokens; every other session gets a copy of them.
 // Each of the n_bench steps times one token for `first` alone (cut again afterwards), then one token for every session
 // in one evaluate, at the same context. Leaves `first` as it found it and releases the others. Returns false with
@@ -237,13 +251,9 @@ static bool run_sessions(qg_stream_context * ctx, int32_t first, const std::vect
     }
     std::vector<qg_stream_result> results;
     const auto step = [&](size_t n, int32_t i, double & ms) {
-        std::vector<qg_stream_request> requests(n);
+        std::vector<qg_stream_request> requests;
         for (size_t s = 0; s < n; s++) {
-            requests[s].seq     = seqs[s];
-            requests[s].tokens  = { text[static_cast<size_t>(i) % text.size()] };
-            requests[s].outputs = { 0 };
-            requests[s].heads   = QG_STREAM_HEADS_RESPONSE;
-            requests[s].hidden  = false;
+            requests.push_back(response_step(seqs[s], text[static_cast<size_t>(i) % text.size()], true));
         }
         const auto t0 = std::chrono::steady_clock::now();
         const bool stepped = qg_stream_context_evaluate(ctx, requests, results, error);
@@ -532,14 +542,7 @@ int main(int argc, char ** argv) {
         const auto feed_singles = [&](bool scored, double & ms) {
             const auto t0 = std::chrono::steady_clock::now();
             for (int32_t i = 0; i < n_bench; i++) {
-                qg_stream_request step;
-                step.seq    = req.seq;
-                step.tokens = { req.tokens[static_cast<size_t>(i) % n_tokens] };
-                step.heads  = QG_STREAM_HEADS_RESPONSE;
-                step.hidden = false;
-                if (scored) {
-                    step.outputs = { 0 };
-                }
+                const qg_stream_request step = response_step(req.seq, req.tokens[static_cast<size_t>(i) % n_tokens], scored);
                 if (!qg_stream_context_evaluate(ctx.get(), std::vector<qg_stream_request>(1, step), results, error)) {
                     return false;
                 }

@@ -134,9 +134,9 @@ async function runBatch(input: string | undefined, options: BatchCommandOptions)
             onWarning: (message: string) => void process.stderr.write(`qwenguard: warning: ${message}\n`)
         };
         // as for --status, the queue's modules are imported only by a run on the queue
-        const onQueue = options.queue != null ? (await import("../queue/moderateFileOnQueue.js")).moderateFileOnQueue : null;
-        const summary = await failAsUsage(() => onQueue != null && options.queue != null
-            ? onQueue(input, output, {...common, queue: options.queue, chunkSize: numbers.chunkSize, chunksInFlight: numbers.chunksInFlight})
+        const summary = await failAsUsage(async () => options.queue != null
+            ? (await import("../queue/moderateFileOnQueue.js")).moderateFileOnQueue(input, output,
+                {...common, queue: options.queue, chunkSize: numbers.chunkSize, chunksInFlight: numbers.chunksInFlight})
             : moderateFile(input, output, {...common, concurrency: numbers.concurrency, threads: numbers.threads, contextSize: numbers.contextSize}));
         progress.finish();
         process.stdout.write(options.json ? JSON.stringify(summary) + "\n" : summaryTable(summary));
