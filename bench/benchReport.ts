@@ -195,7 +195,7 @@ export function formatReport({meta, results, targets}: BenchFile): string {
     if (sessions != null) {
         table.heading(`4b. Concurrent Stream sessions: S sessions push one token each per step (one evaluate); the per-session ` +
             `context holds ${sessions.held.perSequence} sessions (${sessions.cells.perSequence} cells each), the shared pool ${sessions.held.shared}`);
-        for (const {context, layouts, ceiling, perSequenceVsShared} of sessions.contexts) {
+        for (const {context, layouts, ceiling, perSequenceVsShared, quantized} of sessions.contexts) {
             for (const point of ceiling ?? []) {
                 table.row(`context ${context}, ceiling: ONE session fed ${point.tokens} tokens a step, all scored`, "tokens/s", point.tokensPerSecond, 1);
                 table.row("  / one session alone", "×", point.vsAlone, 2);
@@ -208,6 +208,12 @@ export function formatReport({meta, results, targets}: BenchFile): string {
                 }
             for (const {sessions: count, ratio} of perSequenceVsShared)
                 table.row(`context ${context}, ${count} session${count > 1 ? "s" : ""}: per-session streams / shared pool`, "×", ratio, 2);
+            for (const point of quantized ?? []) {
+                table.row(`context ${context}, KV stream per session, ${point.cache}, ${point.sessions} session${point.sessions > 1 ? "s" : ""}`,
+                    "tokens/s", point.tokensPerSecond, 1);
+                table.row("  / one session alone in that cache", "×", point.vsAlone, 2);
+                table.row("  / the same in f16 without flash attention", "×", point.vsF16, 2);
+            }
         }
     }
     if (gen != null) {

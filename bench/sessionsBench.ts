@@ -5,7 +5,9 @@
 // Every context holds the most sessions throughout, as a server's open sessions hold their cells whether they push or
 // not: in the shared pool even one session stepping attends over all of them (masked).
 
-import type {Addon, AddonStreamContext, AddonStreamModel, AddonStreamRequest} from "../src/native/AddonTypes.js";
+import type {
+    Addon, AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, AddonStreamRequest, KvCacheType
+} from "../src/native/AddonTypes.js";
 import {AddonHead} from "../src/native/AddonTypes.js";
 import type {BenchModels} from "./benchModels.js";
 import {proseTokens} from "./benchTexts.js";
@@ -54,8 +56,18 @@ export interface SessionsContextResults {
      * session alone: what S tokens in one graph can give on this machine, attention aside. */
     ceiling: Array<{tokens: number, tokensPerSecond: Summary, vsAlone: Summary}>,
     /** Per session count (the non-spread points): tokens/s per sequence / shared, paired step by step. */
-    perSequenceVsShared: Array<{sessions: number, ratio: Summary}>
+    perSequenceVsShared: Array<{sessions: number, ratio: Summary}>,
+    /** A stream per session with a q8_0 KV cache ({@link QUANTIZED_CACHES}), one session and the most up to 8:
+     * tokens/s, / one session alone in the same cache, and / the same count in the f16 cache without flash attention
+     * (the library's CPU default), paired step by step. */
+    quantized: Array<{cache: string, sessions: number, tokensPerSecond: Summary, vsAlone: Summary, vsF16: Summary}>
 }
+
+/** The quantized KV caches the sessions section compares with f16 (llama.cpp quantizes values only with flash attention). */
+export const QUANTIZED_CACHES = [
+    {name: "q8_0 keys", cacheTypeK: "q8_0", cacheTypeV: "f16", flashAttention: "off"},
+    {name: "q8_0 keys and values, flash attention", cacheTypeK: "q8_0", cacheTypeV: "q8_0", flashAttention: "on"}
+] as const satisfies ReadonlyArray<{name: string, cacheTypeK: KvCacheType, cacheTypeV: KvCacheType, flashAttention: "on" | "off"}>;
 
 export interface SessionsResults {
     contexts: SessionsContextResults[],
@@ -73,10 +85,11 @@ function configurations(sessions: readonly number[]): Array<{sessions: number, s
 }
 
 /** One context per layout with the most sessions, each sequence holding the same prompt of `context` tokens. */
-async function prepareContext(model: AddonStreamModel, layout: KvLayout, prompt: Int32Array, maxSessions: number, budget: number, threads: number):
+async function prepareContext(model: AddonStreamModel, layout: KvLayout, prompt: Int32Array, maxSessions: number, budget: number, threads: number,
+    cache: Pick<AddonStreamContextOptions, "cacheTypeK" | "cacheTypeV" | "flashAttention"> = {cacheTypeK: "f16", cacheTypeV: "f16", flashAttention: "off"}):
     Promise<{context: AddonStreamContext, sequences: number[]}> {
     const context = await model.createContext({contextSize: budget, maxSequences: maxSessions, batchSize: 512, ubatchSize: 128,
-        outputBatchSize: 64, threads, flashAttention: "off", stopAfterHidden: true, kvLayout: layout});
+        outputBatchSize: 64, threads, stopAfterHidden: true, kvLayout: layout, ...cache});
     const sequences = Array.from({length: maxSessions}, () => context.acquireSequence());
     if (layout === "per-sequence") {
         // decoded once, then copied into the other streams (a buffer copy: each stream holds cells of its own)
@@ -135,6 +148,20 @@ export async function runSessionsBench({models, addon, threads, rounds, contexts
             log(`sessions: ${maxSessions} sequences of ${contextTokens} tokens per session, ${sharedHeld} in the shared pool (budget ${budget} cells)`);
             const prepared = await Promise.all(KV_LAYOUTS.map((layout) => prepareContext(model, layout, prompt, held(layout), budget, threads)));
             try {
+                // the q8_0 caches: a stream per session, as many as the largest count up to 8 (a model whose heads are
+                // narrower than a q8_0 block, the quick run's tiny one, is refused and left out)
+                const quantizedCounts = [1, Math.max(...sessions.filter((count) => count <= 8))].filter((count, i, all) => all.indexOf(count) === i);
+                const quantizedHeld = quantizedCounts[quantizedCounts.length - 1];
+                const caches: Array<{name: string, context: AddonStreamContext, sequences: number[]}> = [];
+                for (const {name, ...cache} of QUANTIZED_CACHES) {
+                    try {
+                        const ready = await prepareContext(model, "per-sequence", prompt, quantizedHeld, perSequence * quantizedHeld, threads, cache);
+                        prepared.push(ready);
+                        caches.push({name, ...ready});
+                    } catch (error) {
+                        log(`sessions: ${name} left out: ${(error as Error).message}`);
+                    }
+                }
                 const trials: StepTrial[] = [];
                 const keys: Array<{layout: KvLayout, sessions: number, spread: boolean, name: string}> = [];
                 KV_LAYOUTS.forEach((layout, l) => {
@@ -154,6 +181,10 @@ export async function runSessionsBench({models, addon, threads, rounds, contexts
                     trials.push(evaluateTrial(`ceiling ${count}`, perSequenceContext, [ceilingSequence], prompt.length, (index, sequence) => ({sequence,
                         tokens: Int32Array.from({length: count}, (_, k) => feed[(index + k) % feed.length]),
                         outputs: Int32Array.from({length: count}, (_, k) => k), heads: AddonHead.response})));
+                for (const cache of caches)
+                    for (const count of quantizedCounts)
+                        trials.push(evaluateTrial(`${cache.name} ${count}`, cache.context, cache.sequences.slice(0, count), prompt.length,
+                            (index, sequence) => ({sequence, tokens: feed.subarray(index, index + 1), outputs: Int32Array.of(0), heads: AddonHead.response})));
                 const samples = await interleaveSteps(trials, {...rounds, onRound: (round) => log(`sessions: context ${contextTokens}, round ${round + 1}/${rounds.rounds}`)}, steps);
                 const alone = samples["per-sequence 1"];
                 // tokens/s of `tokens` a step, and against one session alone step by step
@@ -167,7 +198,11 @@ export async function runSessionsBench({models, addon, threads, rounds, contexts
                 const perSequenceVsShared = sessions.filter((count) => count <= held("shared")).map((count) => ({sessions: count,
                     ratio: pairedSteps(samples[`per-sequence ${count}`], samples[`shared ${count}`], (a, b) => b / a)}));
                 const ceiling = ceilingCounts.map((count) => ({tokens: count, ...rates(`ceiling ${count}`, count)}));
-                results.push({context: contextTokens, layouts, ceiling, perSequenceVsShared});
+                const quantized = caches.flatMap(({name}) => quantizedCounts.map((count) => ({cache: name, sessions: count,
+                    tokensPerSecond: summarize(summarizeSteps(samples[`${name} ${count}`]).samples.map((ms) => count * 1000 / ms)),
+                    vsAlone: pairedSteps(samples[`${name} ${count}`], samples[`${name} 1`], (ms, aloneMs) => count * aloneMs / ms),
+                    vsF16: pairedSteps(samples[`${name} ${count}`], samples[`per-sequence ${count}`], (ms, f16Ms) => f16Ms / ms)})));
+                results.push({context: contextTokens, layouts, ceiling, perSequenceVsShared, quantized});
             } finally {
                 for (const {context} of prepared)
                     await context.dispose();

@@ -209,6 +209,19 @@ Napi::Value StreamModel::token_bytes(const Napi::CallbackInfo & info) {
     return result;
 }
 
+// A KV cache element type named as llama.cpp's --cache-type-k/-v do (the ones the core accepts).
+static qg_kv_type kv_type_arg(Napi::Env env, const char * where, const char * name, const Napi::Value & value) {
+    const std::string type = addon_arg_string(env, where, name, value);
+    if (type == "f16") {
+        return QG_KV_F16;
+    }
+    if (type == "q8_0") {
+        return QG_KV_Q8_0;
+    }
+    throw Napi::RangeError::New(env, std::string(where) + ": Expected " + name + " to be \"f16\" or \"q8_0\" but received \"" +
+                                     type + "\"");
+}
+
 Napi::Value StreamModel::create_context(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     const char * where = "StreamModel.createContext";
@@ -242,6 +255,8 @@ Napi::Value StreamModel::create_context(const Napi::CallbackInfo & info) {
         throw Napi::RangeError::New(env, std::string(where) + ": Expected options.flashAttention to be \"auto\", \"on\" or "
                                          "\"off\" but received \"" + flash + "\"");
     }
+    const qg_kv_type type_k = kv_type_arg(env, where, "options.cacheTypeK", options.Get("cacheTypeK"));
+    const qg_kv_type type_v = kv_type_arg(env, where, "options.cacheTypeV", options.Get("cacheTypeV"));
     if (threads < 0 || threads > QG_STREAM_MAX_THREADS) {
         throw Napi::RangeError::New(env, std::string(where) + ": Expected options.threads between 0 and " +
                                          std::to_string(QG_STREAM_MAX_THREADS) + " but received " + std::to_string(threads));
@@ -250,7 +265,7 @@ Napi::Value StreamModel::create_context(const Napi::CallbackInfo & info) {
     qg_stream_context_params params = {
         static_cast<uint32_t>(context_size), static_cast<uint32_t>(max_sequences), static_cast<uint32_t>(batch_size),
         static_cast<uint32_t>(ubatch_size), static_cast<uint32_t>(output_batch), threads, flash_attn, stop_after_hidden,
-        kv_layout == "per-sequence", {} };
+        kv_layout == "per-sequence", {}, type_k, type_v };
     const Napi::Value candidates = options.Get("candidates");
     if (!candidates.IsUndefined()) {
         const Napi::Int32Array array = addon_arg_int32_array(env, where, "options.candidates", candidates);

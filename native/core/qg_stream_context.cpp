@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -65,6 +66,9 @@ struct qg_stream_context {
 // result "result_embd_pooled"; with pooling NONE that result IS the final norm (result_norm, renamed), the last node
 // the LM head (result_output) depends on. Graph nodes are in dependency order, so every node the hidden states need
 // — and every KV-cache write, which the attention reading it needs — comes before it.
+static_assert(QG_KV_F16 == static_cast<int32_t>(GGML_TYPE_F16) && QG_KV_Q8_0 == static_cast<int32_t>(GGML_TYPE_Q8_0),
+              "qg_kv_type mirrors ggml_type");
+
 static const char * const QG_HIDDEN_NODE = "result_embd_pooled";
 
 // ggml_backend_sched's eval callback (llama_context_params.cb_eval). Asked about every node before computing (`ask`),
@@ -79,6 +83,18 @@ static bool stop_after_hidden_cb(ggml_tensor * t, bool ask, void * user_data) {
     }
     static_cast<qg_stream_context *>(user_data)->running.n_graphs_stopped++;
     return false;
+}
+
+// The width of one attention head's keys or values (`key` "key_length" or "value_length"): the model's
+// `<arch>.attention.<key>`, else n_embd / n_head, as llama.cpp reads it.
+static uint32_t attention_head_width(const llama_model * model, const char * key) {
+    char arch[64];
+    char value[32];
+    if (llama_model_meta_val_str(model, "general.architecture", arch, sizeof(arch)) > 0 &&
+        llama_model_meta_val_str(model, (std::string(arch) + ".attention." + key).c_str(), value, sizeof(value)) > 0) {
+        return static_cast<uint32_t>(std::strtoul(value, nullptr, 10));
+    }
+    return static_cast<uint32_t>(llama_model_n_embd(model) / std::max(1, llama_model_n_head(model)));
 }
 
 qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const qg_stream_context_params & params,
@@ -101,6 +117,32 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
         error = "Expected a contextSize of at least maxSequences (" + std::to_string(params.n_seq_max) +
                 ") for a KV stream per sequence but received " + std::to_string(params.n_ctx);
         return nullptr;
+    }
+    for (const qg_kv_type type : { params.type_k, params.type_v }) {
+        if (type != QG_KV_F16 && type != QG_KV_Q8_0) {
+            error = "Expected a KV cache type of f16 or q8_0 but received ggml type " + std::to_string(static_cast<int32_t>(type));
+            return nullptr;
+        }
+    }
+    // llama.cpp refuses a quantized V without flash attention (its attention without it reads V transposed, f16 or f32),
+    // and with "auto" decides that only once the context exists: ask for it explicitly
+    if (params.type_v != QG_KV_F16 && params.flash_attn != QG_FLASH_ATTN_ON) {
+        error = "Expected flashAttention \"on\" for a q8_0 V cache (llama.cpp quantizes V only with flash attention)";
+        return nullptr;
+    }
+    // A q8_0 row holds blocks of 32 values and llama.cpp views the cache one head wide, so a head narrower than a
+    // block would split blocks between heads. llama.cpp checks that only with flash attention (without it, such a
+    // context is created and evaluates): checked here for both.
+    const llama_model * lmodel = qg_stream_model_get_llama(model);
+    const struct { qg_kv_type type; const char * key; const char * what; } caches[] = {
+        { params.type_k, "key_length", "keys" }, { params.type_v, "value_length", "values" } };
+    for (const auto & cache : caches) {
+        const uint32_t width = attention_head_width(lmodel, cache.key);
+        if (cache.type == QG_KV_Q8_0 && (width == 0 || width % 32 != 0)) {
+            error = std::string("Expected attention heads a multiple of 32 values wide for a q8_0 KV cache of ") + cache.what +
+                    " (q8_0 stores blocks of 32) but this model's are " + std::to_string(width) + " wide: use f16";
+            return nullptr;
+        }
     }
     std::unique_ptr<qg_stream_context> ctx(new qg_stream_context());
     ctx->model  = model;
@@ -129,6 +171,8 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
     cparams.kv_unified            = !params.kv_per_seq;
     cparams.no_perf               = true;
     cparams.flash_attn_type       = static_cast<llama_flash_attn_type>(params.flash_attn);
+    cparams.type_k                = static_cast<ggml_type>(params.type_k);
+    cparams.type_v                = static_cast<ggml_type>(params.type_v);
     if (params.stop_after_hidden) {
         cparams.cb_eval           = stop_after_hidden_cb;
         cparams.cb_eval_user_data = ctx.get();

@@ -34,6 +34,15 @@ enum qg_flash_attn : int32_t {
     QG_FLASH_ATTN_ON   = 1,
 };
 
+// The element type of the KV cache's K or V tensors (the values of the ggml_type llama.cpp stores them as). q8_0 holds
+// 32 values in 34 bytes against f16's 64, so one KV budget holds more cells (on a CPU a step does not get faster: its
+// attention is bound by llama.cpp's per-row dot products, not by the bytes). llama.cpp quantizes V only with flash
+// attention, and a head must hold whole blocks (a multiple of 32 values).
+enum qg_kv_type : int32_t {
+    QG_KV_F16  = 1,  // GGML_TYPE_F16 (llama.cpp's default)
+    QG_KV_Q8_0 = 8,  // GGML_TYPE_Q8_0
+};
+
 struct qg_stream_context_params {
     uint32_t      n_ctx;          // KV cells of all sequences together (the guard's one KV budget: never exceeded,
                                   // except that llama.cpp pads a per-sequence stream to at least 256 cells)
@@ -50,6 +59,8 @@ struct qg_stream_context_params {
                                   // false: one unified pool of n_ctx cells that any sequence may fill
     std::vector<int32_t> candidates;  // a Gen model: the distinct tokens whose logits requests may ask for (their
                                       // output-matrix rows are read from the model file)
+    qg_kv_type    type_k = QG_KV_F16;  // the KV cache's K and V element types (a quantized V needs flash_attn ON)
+    qg_kv_type    type_v = QG_KV_F16;
 };
 
 // Tokens appended to one sequence, and the positions whose head outputs are wanted.

@@ -4,7 +4,8 @@
 // that evaluation against the same tokens evaluated with no output at all (a plain prompt evaluation, the baseline).
 //
 //   qg_stream_run <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--ubatch N]
-//                 [--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] [--sessions S] <text...>
+//                 [--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] [--sessions S]
+//                 [--cache-type-k f16|q8_0] [--cache-type-v f16|q8_0] <text...>
 //
 // --batch, --ubatch and --outputs are the tokens per llama_decode call, per compute graph and the output rows per call
 // (defaults 512, 512 and --batch; StreamGuard uses 512, 128 on a CPU / 512 offloaded, and 64).
@@ -63,7 +64,8 @@
 static void print_usage(const char * argv0) {
     fprintf(stderr,
             "usage: %s <model.gguf> <head.gguf> [--gpu-layers N] [--threads N] [--ctx N] [--batch N] [--ubatch N] "
-            "[--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] [--sessions S] <text...>\n"
+            "[--outputs N] [--quiet] [--flash-attn auto|on|off] [--full-graph] [--bench N] [--sessions S] "
+            "[--cache-type-k f16|q8_0] [--cache-type-v f16|q8_0] <text...>\n"
             "       %s <gen.gguf> --gen --candidates ID,ID,... [--parallel P] [the same options] <text...>\n",
             argv0, argv0);
 }
@@ -334,6 +336,8 @@ int main(int argc, char ** argv) {
     bool    quiet     = false;
     bool    full_graph = false;
     std::string flash_attn;
+    qg_kv_type  type_k = QG_KV_F16;
+    qg_kv_type  type_v = QG_KV_F16;
     std::string text;
     for (int i = 3; i < argc; i++) {
         const std::string arg = argv[i];
@@ -368,6 +372,13 @@ int main(int argc, char ** argv) {
             continue;
         } else if (arg == "--full-graph") {
             full_graph = true;
+            continue;
+        } else if (arg == "--cache-type-k" || arg == "--cache-type-v") {
+            if (i + 1 >= argc || (strcmp(argv[i + 1], "f16") != 0 && strcmp(argv[i + 1], "q8_0") != 0)) {
+                fprintf(stderr, "error: %s expects f16 or q8_0\n", arg.c_str());
+                return 2;
+            }
+            (arg == "--cache-type-k" ? type_k : type_v) = strcmp(argv[++i], "q8_0") == 0 ? QG_KV_Q8_0 : QG_KV_F16;
             continue;
         } else if (arg == "--flash-attn") {
             if (i + 1 >= argc || (strcmp(argv[i + 1], "auto") != 0 && strcmp(argv[i + 1], "on") != 0 &&
@@ -436,7 +447,7 @@ int main(int argc, char ** argv) {
     qg_stream_context_params cparams = { static_cast<uint32_t>(n_ctx) * (info.gen ? 1u : n_seq), n_seq,
                                          static_cast<uint32_t>(n_batch), static_cast<uint32_t>(n_ubatch),
                                          static_cast<uint32_t>(n_outputs), n_threads, fa, !full_graph, !info.gen,
-                                         candidates };
+                                         candidates, type_k, type_v };
     qg_stream_context_ptr ctx(qg_stream_context_init(model.get(), cparams, error));
     if (!ctx) {
         fprintf(stderr, "error: %s\n", error.c_str());

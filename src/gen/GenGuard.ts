@@ -214,7 +214,8 @@ export class GenGuard {
                 ubatchSize: coreUbatchSize(batchSize, offloaded), outputBatchSize: Math.min(batchSize, OUTPUT_BATCH_SIZE),
                 // as node-llama-cpp (the Gen runtime before this one) runs it, so that verdicts stay the same; on a CPU it
                 // is also faster for these short contexts
-                threads, flashAttention: "auto", stopAfterHidden: true, kvLayout: "shared", candidates: reader.tokens
+                threads, flashAttention: "auto", stopAfterHidden: true, kvLayout: "shared", cacheTypeK: "f16", cacheTypeV: "f16",
+                candidates: reader.tokens
             };
             context = await native.createContext(contextOptions);
 

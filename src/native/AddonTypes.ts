@@ -85,6 +85,10 @@ export interface AddonStreamModelInfo {
     variant: "gen" | "stream"
 }
 
+/** A KV cache element type, as llama.cpp's `--cache-type-k` / `--cache-type-v` name it. */
+export type KvCacheType = "f16" | "q8_0";
+export const KV_CACHE_TYPES: readonly KvCacheType[] = ["f16", "q8_0"];
+
 export interface AddonStreamContextOptions {
     /** KV cells of all sequences together: the hard limit on the tokens they hold (the guard's one KV budget). */
     contextSize: number,
@@ -108,6 +112,11 @@ export interface AddonStreamContextOptions {
      * (its limit), each token's attention over its own sequence's cells only. `"shared"`: one unified pool of
      * `contextSize` cells any sequence may fill, each token's attention over the cells of all sequences (masked). */
     kvLayout: "per-sequence" | "shared",
+    /** The element type of the KV cache's keys and values (llama.cpp's `type_k` / `type_v`). q8_0 holds a cell's keys
+     * or values in 34 bytes a block of 32 against f16's 64; llama.cpp quantizes values only with flash attention, so
+     * `cacheTypeV` `"q8_0"` needs `flashAttention` `"on"`. */
+    cacheTypeK: KvCacheType,
+    cacheTypeV: KvCacheType,
     /** A Gen model's context (required there, refused for a Stream model): distinct tokens whose rows of the output
      * matrix (`output.weight`, or `token_embd.weight` when the embeddings are tied; any type ggml's CPU backend
      * multiplies) are read from the model file, so that requests can ask for their logits ({@link AddonStreamRequest.logits}). */

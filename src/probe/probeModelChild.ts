@@ -35,7 +35,8 @@ async function probe(model: string, head: string | undefined, raw: boolean): Pro
         if (stream)
             await using(await addon.StreamModel.load({modelPath: model, headPath: head ?? "", gpuLayers: 0, useMmap: true}), async (native) => {
                 await using(await native.createContext({contextSize: 256, maxSequences: 1, batchSize: 64, ubatchSize: 64, outputBatchSize: 64,
-                    threads: 1, flashAttention: "off", stopAfterHidden: true, kvLayout: "per-sequence"}), async (context) => {
+                    threads: 1, flashAttention: "off", stopAfterHidden: true, kvLayout: "per-sequence",
+                    cacheTypeK: "f16", cacheTypeV: "f16"}), async (context) => {
                     const sequence = context.acquireSequence();
                     await context.evaluate([{sequence, tokens: native.tokenize("How do I bake bread?", false), outputs: Int32Array.of(0),
                         heads: AddonHead.query | AddonHead.response}]);

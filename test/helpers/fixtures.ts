@@ -33,6 +33,8 @@ export const FIXTURE_KINDS = {
     "tiny-gen-untied": {variant: "gen", dimensions: {...TINY_DIMENSIONS, tieWordEmbeddings: false}, weights: "random"},
     /** Tiny Qwen3ForGuardModel, random weights. */
     "tiny-stream": {variant: "stream", dimensions: TINY_DIMENSIONS, weights: "random"},
+    /** Tiny Qwen3ForGuardModel with heads 32 values wide: a q8_0 KV cache (blocks of 32) needs them. */
+    "tiny-stream-wide": {variant: "stream", dimensions: {...TINY_DIMENSIONS, headDim: 32}, weights: "random"},
     /** Qwen3ForGuardModel with known verdicts (plantedStream.ts). */
     "planted-stream": {variant: "stream", dimensions: PLANTED_DIMENSIONS, weights: "planted"},
     /** Real 0.6B shapes, random weights: for benchmarks. */

@@ -116,6 +116,8 @@ t.test("refuses bad arguments with a message and exit code 2", async (t) => {
     for (const [args, message] of [
         [[tiny.modelPath], /usage:/],
         [[tiny.modelPath, tiny.headPath, "--flash-attn", "sometimes", "text"], /--flash-attn expects auto, on or off/],
+        [[tiny.modelPath, tiny.headPath, "--cache-type-k", "q4_0", "text"], /--cache-type-k expects f16 or q8_0/],
+        [[tiny.modelPath, tiny.headPath, "--cache-type-v"], /--cache-type-v expects f16 or q8_0/],
         [[tiny.modelPath, tiny.headPath, "--bench", "-1", "text"], /--bench expects a non-negative integer/],
         [[tiny.modelPath, "--gen", "text"], /--gen needs --candidates/],
         [[tiny.modelPath, tiny.headPath, "--sessions", "2", "text"], /--sessions 2 times sessions of a Stream model: it needs a head file \(not --gen\) and --bench N/],
@@ -127,4 +129,9 @@ t.test("refuses bad arguments with a message and exit code 2", async (t) => {
         t.equal(failure?.code, 2, `${args.slice(2).join(" ")}: exit code 2`);
         t.match(failure?.stderr, message);
     }
+    // what the core refuses is an error of the run (exit 1), before llama.cpp could take the context
+    const narrow = await run(binary, [tiny.modelPath, tiny.headPath, "--cache-type-k", "q8_0", "text"]).then(() => null,
+        (error: {code: number, stderr: string}) => error);
+    t.equal(narrow?.code, 1, "q8_0 keys on heads 16 values wide: exit code 1");
+    t.match(narrow?.stderr, /error: Expected attention heads a multiple of 32 values wide for a q8_0 KV cache of keys/);
 });

@@ -56,7 +56,7 @@ export async function loadStreamModel(t: Test, model: ConvertedStream, headPath 
  * the CPU. */
 export const SMALL_CONTEXT: AddonStreamContextOptions = {
     contextSize: 512, maxSequences: 4, batchSize: 64, ubatchSize: 128, outputBatchSize: 64, threads: 1, flashAttention: "off", stopAfterHidden: true,
-    kvLayout: "shared"
+    kvLayout: "shared", cacheTypeK: "f16", cacheTypeV: "f16"
 };
 
 /** Creates a context, disposed (before its model) when the test ends. */
