@@ -5,7 +5,7 @@ export {getRuntimeInfo, describeBackend, packageVersion} from "./native/runtimeI
 export type {RuntimeInfo} from "./native/runtimeInfo.js";
 export {addonBuildState, ensureAddonBuilt} from "./native/addonBuild.js";
 export type {AddonBuildState, EnsureAddonOptions} from "./native/addonBuild.js";
-export type {AddonBuildInfo, AddonDevice} from "./native/AddonTypes.js";
+export type {AddonBuildInfo, AddonDevice, KvCacheType} from "./native/AddonTypes.js";
 export type {Message} from "./conversation/messages.js";
 export {StreamGuard} from "./stream/StreamGuard.js";
 export type {

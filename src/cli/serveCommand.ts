@@ -1,6 +1,7 @@
 import type {Command} from "commander";
 import {existsSync} from "node:fs";
 import {isModelName} from "../hub/modelNames.js";
+import type {KvCacheType} from "../native/AddonTypes.js";
 import type {CreateServerOptions} from "../server/createServer.js";
 import {UsageError} from "./UsageError.js";
 import {integerFlag, parseMode, parsePolicy} from "./flags.js";
@@ -25,6 +26,8 @@ interface ServeCommandOptions {
     maxSessions?: string,
     isolateLoad?: boolean,
     maxSessionTokens?: string,
+    cacheTypeK: string,
+    cacheTypeV: string,
     idleTimeout: string,
     grace: string,
     logLevel: string
@@ -58,6 +61,8 @@ export function registerServeCommand(program: Command, setExitCode: (code: numbe
         .option("--isolate-load", "load each model in a child process first, for files you do not trust (a llama.cpp abort then fails the start, cleanly)")
         .option("--max-sessions <n>", "Stream: sessions at once, live and one-shot (default 8); more wait in the queue")
         .option("--max-session-tokens <n>", "Stream: most tokens one session holds (default and at most: its share, --context-size / --max-sessions)")
+        .option("--cache-type-k <type>", "Stream: the KV cache's key type, f16 or q8_0 (less memory a session; see the README's \"KV cache types\")", "f16")
+        .option("--cache-type-v <type>", "Stream: the KV cache's value type, f16 or q8_0 (turns flash attention on, which llama.cpp needs for it)", "f16")
         .option("--idle-timeout <seconds>", "close a live stream session whose client sends nothing for this long", "300")
         .option("--grace <seconds>", "on SIGTERM / SIGINT, how long to let the work in flight finish before stopping anyway", "10")
         .option("--log-level <level>", "request log on stderr (pino JSON): silent, error, warn, info, debug", "warn")
@@ -90,6 +95,7 @@ async function runServe(options: ServeCommandOptions): Promise<number> {
         threads: integerFlag("--threads", options.threads), contextSize: integerFlag("--context-size", options.contextSize),
         parallel: integerFlag("--parallel", options.parallel), maxSessions: integerFlag("--max-sessions", options.maxSessions),
         maxSessionTokens: integerFlag("--max-session-tokens", options.maxSessionTokens), isolate: options.isolateLoad === true,
+        cacheTypeK: options.cacheTypeK as KvCacheType, cacheTypeV: options.cacheTypeV as KvCacheType,
         streamIdleTimeout: seconds("--idle-timeout", options.idleTimeout), allowOrigins: options.allowOrigin, shutdownGrace: 1000 * nonNegative("--grace", options.grace),
         logger: {level: options.logLevel, stream: process.stderr}
     };
@@ -170,7 +176,7 @@ function flagNames(message: string): string {
     const flags: Record<string, string> = {
         maxBody: "--max-body", maxQueue: "--max-queue", upstream: "--upstream", upstreamKey: "--upstream-key", apiKey: "--api-key",
         upstreamTimeout: "--upstream-timeout", streamIdleTimeout: "--idle-timeout", shutdownGrace: "--grace", allowOrigins: "--allow-origin",
-        maxSessionTokens: "--max-session-tokens"
+        maxSessionTokens: "--max-session-tokens", cacheTypeK: "--cache-type-k", cacheTypeV: "--cache-type-v"
     };
     return message.replace(/"(\w+)"/g, (whole, name: string) => flags[name] ?? whole);
 }

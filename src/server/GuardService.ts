@@ -13,6 +13,7 @@ import {AdmissionQueue} from "../concurrency/AdmissionQueue.js";
 import type {ServerMetrics} from "./ServerMetrics.js";
 import type {QwenguardServerOptions} from "./serverOptions.js";
 import type {ResolvedServerPolicy} from "./serverPolicy.js";
+import type {KvCacheType} from "../native/AddonTypes.js";
 
 /** A model the server judges with. */
 export interface ServedModel<Guard> {
@@ -30,7 +31,9 @@ export interface ServedModel<Guard> {
 /** What the server loads, and how: the server's model options, with the queue bound resolved. */
 export type GuardServiceOptions = Pick<QwenguardServerOptions, "models" | "gen" | "stream" | "threads" | "contextSize" | "gpu" | "parallel" | "maxSessions" | "isolate"> & {
     maxQueue: number,
-    maxSessionTokens: number | null
+    maxSessionTokens: number | null,
+    cacheTypeK: KvCacheType,
+    cacheTypeV: KvCacheType
 };
 
 /** The native judgement of a conversation: the prompt verdict and/or the response verdict. */
@@ -234,7 +237,9 @@ export class GuardService {
                     this.gen = this.serve("gen", guard.options.model, guard, true, 2 * guard.options.parallel);
                 } else {
                     const guard = await StreamGuard.load({model: file, threads: options.threads, contextSize: options.contextSize, gpu: options.gpu,
-                        maxSessions: options.maxSessions, isolate: options.isolate});
+                        maxSessions: options.maxSessions, isolate: options.isolate, cacheTypeK: options.cacheTypeK, cacheTypeV: options.cacheTypeV,
+                        // llama.cpp quantizes the values only with flash attention
+                        ...(options.cacheTypeV === "f16" ? {} : {flashAttention: true})});
                     this.stream = this.serve("stream", guard.options.model, guard, true, guard.options.maxSessions);
                 }
             }

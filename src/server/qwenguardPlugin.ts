@@ -62,7 +62,8 @@ export const qwenguardPlugin: FastifyPluginAsync<QwenguardServerOptions> = async
     const resolved = resolveServerOptions(options);
     const metrics = new ServerMetrics();
     const state: QwenguardState = {
-        service: new GuardService({...options, maxQueue: resolved.maxQueue, maxSessionTokens: resolved.maxSessionTokens}, metrics),
+        service: new GuardService({...options, maxQueue: resolved.maxQueue, maxSessionTokens: resolved.maxSessionTokens,
+            cacheTypeK: resolved.cacheTypeK, cacheTypeV: resolved.cacheTypeV}, metrics),
         metrics, options: resolved, sessions: new Set(), closing: false, maxPendingBytes: app.initialConfig.bodyLimit ?? DEFAULT_BODY_LIMIT
     };
     app.decorate("qwenguard", state);

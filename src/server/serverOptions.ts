@@ -2,6 +2,8 @@ import {describeValue} from "../conversation/messages.js";
 import type {GenGuard} from "../gen/GenGuard.js";
 import type {GenMode} from "../gen/types.js";
 import type {GpuOption} from "../native/loadAddon.js";
+import {KV_CACHE_TYPES} from "../native/AddonTypes.js";
+import type {KvCacheType} from "../native/AddonTypes.js";
 import {integerOption, oneOfOption, stringOption} from "../options.js";
 import type {StreamGuard} from "../stream/StreamGuard.js";
 import {resolveServerPolicy} from "./serverPolicy.js";
@@ -29,6 +31,11 @@ export interface QwenguardServerOptions {
     parallel?: number,
     /** Stream: sessions at once, live streams and one-shot judgements together; default 8. */
     maxSessions?: number,
+    /** Stream: the element type of the KV cache's keys, `"f16"` (default) or `"q8_0"` (see StreamGuard's `cacheTypeK`). */
+    cacheTypeK?: KvCacheType,
+    /** Stream: the element type of the KV cache's values, `"f16"` (default) or `"q8_0"`, which turns flash attention on
+     * (llama.cpp quantizes values only with it; see StreamGuard's `cacheTypeV`). */
+    cacheTypeV?: KvCacheType,
     /** Load each model file in a child process first, for files you do not trust (see `isolate` of GenGuard / StreamGuard). */
     isolate?: boolean,
     /**
@@ -70,6 +77,9 @@ export interface ResolvedServerOptions {
     maxQueue: number,
     /** null: the default, decided once the Stream model is loaded. */
     maxSessionTokens: number | null,
+    /** The Stream model's KV cache element types. */
+    cacheTypeK: KvCacheType,
+    cacheTypeV: KvCacheType,
     policy: ResolvedServerPolicy,
     mode: GenMode,
     apiKey: string | null,
@@ -103,6 +113,8 @@ export function resolveServerOptions(options: QwenguardServerOptions): ResolvedS
     return {
         maxQueue: integerOption("maxQueue", options.maxQueue ?? 64, 0, 1 << 20),
         maxSessionTokens: options.maxSessionTokens == null ? null : integerOption("maxSessionTokens", options.maxSessionTokens, 16, 1 << 22),
+        cacheTypeK: oneOfOption("cacheTypeK", options.cacheTypeK ?? "f16", KV_CACHE_TYPES),
+        cacheTypeV: oneOfOption("cacheTypeV", options.cacheTypeV ?? "f16", KV_CACHE_TYPES),
         policy,
         mode: oneOfOption<GenMode>("mode", options.mode ?? "score", ["score", "generate"]),
         apiKey: options.apiKey == null ? null : stringOption("apiKey", options.apiKey),

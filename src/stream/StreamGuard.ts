@@ -7,7 +7,8 @@ import {addedTokenIds, plainTextTokenizer} from "../conversation/plainText.js";
 import type {TokenizeFunction} from "../conversation/TokenSegments.js";
 import {describeValue, validateMessages} from "../conversation/messages.js";
 import type {Message} from "../conversation/messages.js";
-import type {AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, AddonStreamModelInfo} from "../native/AddonTypes.js";
+import {KV_CACHE_TYPES} from "../native/AddonTypes.js";
+import type {AddonStreamContext, AddonStreamContextOptions, AddonStreamModel, AddonStreamModelInfo, KvCacheType} from "../native/AddonTypes.js";
 import {loadLlamaRuntime} from "../native/loadAddon.js";
 import type {GpuOption} from "../native/loadAddon.js";
 import {booleanOption, integerOption, oneOfOption, stringOption} from "../options.js";
@@ -63,6 +64,17 @@ export interface StreamGuardOptions {
      * choice ("auto": on where the device supports it). `guard.options.flashAttention` says what was used.
      */
     flashAttention?: boolean,
+    /**
+     * The element type of the KV cache's keys, as llama.cpp's `--cache-type-k`: `"f16"` (default) or `"q8_0"`, which
+     * stores them in 34 bytes a block of 32 values instead of 64, so the same memory holds more cells: at 0.6B a cell
+     * takes 86 KiB instead of 112 (keys and values together). It moves the head's probabilities about as much as flash
+     * attention does; on a 2-core CPU a step costs the same (the README's "KV cache types").
+     */
+    cacheTypeK?: KvCacheType,
+    /** The element type of the KV cache's values: `"f16"` (default) or `"q8_0"` (with `cacheTypeK` `"q8_0"`, 60 KiB a
+     * cell at 0.6B). llama.cpp quantizes values only with flash attention: `"q8_0"` needs `flashAttention: true`, which
+     * on a CPU is faster for short sessions and slower for long ones (8 sessions of ~800 tokens: 0.67× f16 without it). */
+    cacheTypeV?: KvCacheType,
     /** The llama.cpp flavour node-llama-cpp loads; default `"auto"`. */
     gpu?: GpuOption,
     /**
@@ -204,6 +216,12 @@ export class StreamGuard {
         const batchSize = integerOption("batchSize", options.batchSize ?? 512, 1, 65536);
         const offloaded = gpuLayers > 0 && llama.gpu !== false;
         const flashAttention = options.flashAttention != null ? booleanOption("flashAttention", options.flashAttention) : offloaded ? "auto" : false;
+        const cacheTypeK = oneOfOption("cacheTypeK", options.cacheTypeK ?? "f16", KV_CACHE_TYPES);
+        const cacheTypeV = oneOfOption("cacheTypeV", options.cacheTypeV ?? "f16", KV_CACHE_TYPES);
+        if (cacheTypeV !== "f16" && flashAttention !== true)
+            throw new RangeError(`Expected "flashAttention" true with "cacheTypeV" "${cacheTypeV}" (llama.cpp quantizes the KV cache's values ` +
+                `only with flash attention) but received ${flashAttention === "auto" ? "no flashAttention (llama.cpp's own choice)" : "false"}: ` +
+                `pass flashAttention: true, or leave cacheTypeV "f16"`);
 
         const native = await addon.StreamModel.load({modelPath: model, headPath: head, gpuLayers, useMmap: true});
         try {
@@ -221,12 +239,13 @@ export class StreamGuard {
                 contextSize, maxSequences: maxSessions, batchSize, ubatchSize: coreUbatchSize(batchSize, offloaded),
                 outputBatchSize: Math.min(batchSize, offloaded ? GPU_OUTPUT_BATCH_SIZE : CPU_OUTPUT_BATCH_SIZE), threads,
                 flashAttention: flashAttention === "auto" ? "auto" : flashAttention ? "on" : "off", stopAfterHidden: true,
-                kvLayout: kvLayout === "per-session" ? "per-sequence" : "shared"
+                kvLayout: kvLayout === "per-session" ? "per-sequence" : "shared", cacheTypeK, cacheTypeV
             };
             const context = await native.createContext(contextOptions);
             const tokenize = plainTextTokenizer((text, special) => native.tokenize(text, special), addedTokenIds(gguf));
             return new StreamGuard(native, context, info, labels, tokenize,
-                {model, head, threads, gpuLayers, contextSize, maxSessions, kvLayout, batchSize, flashAttention}, contextOptions);
+                {model, head, threads, gpuLayers, contextSize, maxSessions, kvLayout, batchSize, flashAttention, cacheTypeK, cacheTypeV},
+                contextOptions);
         } catch (error) {
             await native.dispose();
             throw error;

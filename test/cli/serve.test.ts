@@ -74,7 +74,8 @@ t.test("usage errors exit with 2 and say what was wrong", async (t) => {
         [["-m", gen, "--policy", "medium"], /^qwenguard: Expected strict, loose or a number in \(0, 1\] for --policy but received "medium"\n$/],
         [["-m", gen, "--upstream", "ftp://host/v1"], /^qwenguard: Expected an http:\/\/ or https:\/\/ URL for --upstream but received "ftp:\/\/host\/v1"\n$/],
         [["-m", gen, "--max-queue", "-1"], /^qwenguard: Expected a non-negative integer for --max-queue but received "-1"\n$/],
-        [["-m", gen, "--idle-timeout", "0"], /^qwenguard: Expected a positive integer for --idle-timeout but received "0"\n$/]
+        [["-m", gen, "--idle-timeout", "0"], /^qwenguard: Expected a positive integer for --idle-timeout but received "0"\n$/],
+        [["-m", gen, "--cache-type-k", "q4_0"], /^qwenguard: Expected one of "f16", "q8_0" for --cache-type-k but received "q4_0"\n$/]
     ];
     for (const [args, message] of table) {
         const run = serve(t, args);
@@ -84,6 +85,10 @@ t.test("usage errors exit with 2 and say what was wrong", async (t) => {
     const missing = serve(t, ["-m", "/no/such/model.gguf", "--port", "0"]);
     t.equal(await missing.exited, 2);
     t.match(missing.stderr(), /listening on http:\/\/127\.0\.0\.1:\d+; loading \/no\/such\/model\.gguf\nqwenguard: the models could not be loaded: Model file \/no\/such\/model\.gguf does not exist\n$/);
+    // a q8_0 KV cache on a model whose heads are narrower than its blocks: the load fails, saying so
+    const narrow = serve(t, ["-m", stream, "--port", "0", "-t", "1", "--context-size", "256", "--cache-type-k", "q8_0"]);
+    t.equal(await narrow.exited, 2);
+    t.match(narrow.stderr(), /the models could not be loaded: Expected attention heads a multiple of 32 values wide for a q8_0 KV cache of keys .* 16 wide: use f16\n$/);
 });
 
 t.test("a server judged with curl, its key from QWENGUARD_API_KEY", async (t) => {

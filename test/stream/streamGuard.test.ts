@@ -36,6 +36,13 @@ t.test("bad input is refused with what was wrong and what was expected", async (
     await t.rejects(StreamGuard.load({model: planted.modelPath, kvLayout: "paged" as never}), {
         name: "TypeError", message: 'Expected one of "per-session", "shared" for "kvLayout" but received "paged"'
     });
+    await t.rejects(StreamGuard.load({model: planted.modelPath, cacheTypeK: "q4_0" as never}), {
+        name: "TypeError", message: 'Expected one of "f16", "q8_0" for "cacheTypeK" but received "q4_0"'
+    });
+    await t.rejects(StreamGuard.load({model: planted.modelPath, cacheTypeV: "q8_0"}), {
+        name: "RangeError", message: 'Expected "flashAttention" true with "cacheTypeV" "q8_0" (llama.cpp quantizes the KV cache\'s values only ' +
+            "with flash attention) but received false: pass flashAttention: true, or leave cacheTypeV \"f16\""
+    });
     await t.rejects(StreamGuard.load({model: planted.modelPath, contextSize: 63, maxSessions: 4}), {
         name: "RangeError", message: 'Expected "contextSize" of at least 16 cells per session (64 for 4 sessions) with kvLayout "per-session" ' +
             "but received 63: pass a larger contextSize or fewer maxSessions"
@@ -311,6 +318,26 @@ t.test("flashAttention: off by default on the CPU; on gives the same verdicts", 
     t.same(on.response?.tokens.map((token) => token.level), off.response?.tokens.map((token) => token.level), "the same level at every token");
     t.same(on.response?.flag, off.response?.flag);
     t.equal(on.prompt?.level, off.prompt?.level);
+});
+
+t.test("cacheTypeK / cacheTypeV: a q8_0 KV cache where the model's heads hold its blocks, a clear error where they do not", async (t) => {
+    t.equal(guard.options.cacheTypeK, "f16", "f16 keys by default");
+    t.equal(guard.options.cacheTypeV, "f16", "f16 values by default");
+    // the planted model's heads are 16 values wide, narrower than a q8_0 block
+    await t.rejects(StreamGuard.load({model: planted.modelPath, threads: 2, contextSize: 256, maxSessions: 1, cacheTypeK: "q8_0"}), {
+        message: /^Expected attention heads a multiple of 32 values wide for a q8_0 KV cache of keys .* but this model's are 16 wide: use f16$/
+    });
+    const wide = await convertedFixture(t, "tiny-stream-wide", "F32", "f32");
+    const load = (options: {cacheTypeK?: "q8_0", cacheTypeV?: "q8_0", flashAttention?: boolean}) =>
+        StreamGuard.load({model: wide.modelPath, threads: 2, contextSize: 512, maxSessions: 2, ...options});
+    const [f16, quantized] = await Promise.all([load({flashAttention: true}), load({flashAttention: true, cacheTypeK: "q8_0", cacheTypeV: "q8_0"})]);
+    t.teardown(() => Promise.all([f16.dispose(), quantized.dispose()]));
+    t.same([quantized.options.cacheTypeK, quantized.options.cacheTypeV], ["q8_0", "q8_0"], "the options say what was used");
+    const messages: Message[] = [...ask("How do I bake bread?"), {role: "assistant", content: "Mix flour, water, salt and yeast, then bake it."}];
+    const [plain, small] = await Promise.all([f16.moderate(messages), quantized.moderate(messages)]);
+    const moved = Math.max(...small.response!.tokens.map((token, i) => Math.abs(token.probs.Unsafe - plain.response!.tokens[i].probs.Unsafe)));
+    t.equal(small.response!.tokens.length, plain.response!.tokens.length, "the same tokens judged");
+    t.ok(moved > 0 && moved < 0.05, `P(Unsafe) moves by at most 0.05, and does move (max |Δ| ${moved.toExponential(2)})`);
 });
 
 t.test("monitor passes judged text through and stops at the unsafe span", async (t) => {
