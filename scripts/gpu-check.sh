@@ -9,7 +9,8 @@
 #   3. Gen score mode (a random-weight Gen model of the same shape): the candidates' probabilities after a shared
 #      prefix, GPU against CPU, and the time of 1 and of 8 requests at once against the same rounds with no output;
 #   4. concurrent Stream sessions (a KV stream each, as the library lays them out): 8 and 16 sessions stepping one
-#      token each at once after ~100 and ~1,000 tokens, against one session alone, step by step in the same process.
+#      token each at once after ~100 and ~1,000 tokens, against one session alone, step by step in the same process;
+#      then 8 sessions at ~1,000 tokens with a q8_0 KV cache (keys and values, flash attention on).
 # Needs: a CUDA toolkit with cuBLAS, cmake (ninja if present), a C++17 compiler, Node >= 20, and this checkout with
 # `dist/` built (`npx tsc`). Everything is written under $OUT (default .cache/gpu-check/); the last lines are a summary.
 #
@@ -224,6 +225,9 @@ for size in $sizes; do
             timed "sessions $size GPU, $sessions at once" --ctx 2048 --sessions $sessions --bench 50 "$(prompt "$words")"
         done
     done
+    # The same with a q8_0 KV cache (half the bytes a cell; quantized values need flash attention)
+    timed "sessions $size GPU, 8 at once, q8_0 KV, flash attention" --ctx 2048 --sessions 8 --bench 50 --flash-attn on \
+        --cache-type-k q8_0 --cache-type-v q8_0 "$(prompt 800)"
 
     # Gen score mode: any candidate set is a distribution to compare; the prompt's first half is the shared prefix.
     gen=$("$node_bin" -p "JSON.parse(require('fs').readFileSync('$work/models-$size.json', 'utf8')).stock")
