@@ -62,13 +62,13 @@ struct qg_stream_context {
     qg_stream_timings                 last = {};  // of the last finished evaluate
 };
 
+static_assert(QG_KV_F16 == static_cast<int32_t>(GGML_TYPE_F16) && QG_KV_Q8_0 == static_cast<int32_t>(GGML_TYPE_Q8_0),
+              "qg_kv_type mirrors ggml_type");
+
 // The node that holds the final-norm hidden states while embeddings are on. llama.cpp's build_pooling names its
 // result "result_embd_pooled"; with pooling NONE that result IS the final norm (result_norm, renamed), the last node
 // the LM head (result_output) depends on. Graph nodes are in dependency order, so every node the hidden states need
 // — and every KV-cache write, which the attention reading it needs — comes before it.
-static_assert(QG_KV_F16 == static_cast<int32_t>(GGML_TYPE_F16) && QG_KV_Q8_0 == static_cast<int32_t>(GGML_TYPE_Q8_0),
-              "qg_kv_type mirrors ggml_type");
-
 static const char * const QG_HIDDEN_NODE = "result_embd_pooled";
 
 // ggml_backend_sched's eval callback (llama_context_params.cb_eval). Asked about every node before computing (`ask`),
