@@ -187,7 +187,8 @@ export function reportTable(report: EvalReport, html?: string): string {
         out.push("");
     }
     if (report.errors.count > 0) {
-        out.push(paint("yellow", `bad records: ${report.errors.count}`, process.stdout));
+        out.push(paint("yellow", `bad records: ${report.errors.count} (not judged by ${report.models.length > 1 ? "some model: left out of every model's figures" : "the model"})`,
+            process.stdout));
         for (const error of report.errors.first.slice(0, 5))
             out.push(`  line ${error.line}: ${printable(error.error)}`);
         if (report.errors.count > 5)

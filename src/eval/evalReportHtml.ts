@@ -213,7 +213,8 @@ ${agreement.sample.slice(0, 25).map((record) => `<tr><td>${record.line}</td><td 
 function errorsCard(report: EvalReport): string {
     if (report.errors.count === 0)
         return "";
-    return `<h2>Bad records (${report.errors.count})</h2><section class="card"><table><tr><th>line</th><th class="l">error</th></tr>
+    return `<h2>Bad records (${report.errors.count})</h2><section class="card"><p class="muted">Records ${report.models.length > 1
+        ? "some model could not judge, left out of every model's figures" : "the model could not judge, left out of its figures"}.</p><table><tr><th>line</th><th class="l">error</th></tr>
 ${report.errors.first.map((error) => `<tr><td>${error.line}</td><td class="l text">${escapeHtml(error.error)}</td></tr>`).join("\n")}</table>
 ${report.errors.count > report.errors.first.length ? `<p class="muted">… and ${report.errors.count - report.errors.first.length} more (see the errors files beside the predictions).</p>` : ""}</section>`;
 }

@@ -98,7 +98,8 @@ export interface EvalReport {
     target: EvalTarget,
     policy: GenPolicyOption,
     models: ModelEvaluation[],
-    /** The bad records (the first model's error lines: bad labels and records are the same for every model). */
+    /** The records some model could not judge (its error lines: bad labels and records, the same for every model, and
+     * records over one model's context), left out of every model's figures so that all are scored on the same records. */
     errors: {count: number, first: Array<{line: number, error: string}>},
     blankLines: number,
     agreement: Partial<Record<"prompt" | "response", Agreement>> | null,
@@ -293,19 +294,29 @@ interface Counted {
  */
 async function countPredictions(runs: Array<{kind: "gen" | "stream", file: string}>, policyStrict: boolean, maxMisses: number, sampleSize: number,
     targets: {precision?: number, recall?: number}, limit: number): Promise<Counted> {
+    // A record that some model could not judge (a bad label or record, the same for every model, or one over a model's
+    // context, which another model may hold) is left out of every model's figures: both are scored on the same records.
+    const failed = new Set<number>();
     const errors: EvalReport["errors"] = {count: 0, first: []};
+    for (const run of runs)
+        for await (const line of predictionLines(run.file, limit)) {
+            if (line.error == null || failed.has(line.line))
+                continue;
+            failed.add(line.line);
+            // the first lines of the input, whichever model's file names them
+            if (errors.first.length < FIRST_ERRORS || line.line < errors.first[errors.first.length - 1].line) {
+                errors.first.push({line: line.line, error: line.error});
+                errors.first.sort((a, b) => a.line - b.line);
+                errors.first.length = Math.min(errors.first.length, FIRST_ERRORS);
+            }
+        }
+    errors.count = failed.size;
     const models: Counted["models"] = [];
-    for (const [index, run] of runs.entries()) {
+    for (const run of runs) {
         const tallies = new Map<"prompt" | "response", TargetTally>();
         for await (const line of predictionLines(run.file, limit)) {
-            if (line.error != null) {
-                if (index === 0) {
-                    errors.count++;
-                    if (errors.first.length < FIRST_ERRORS)
-                        errors.first.push({line: line.line, error: line.error});
-                }
+            if (failed.has(line.line))
                 continue;
-            }
             const tally = tallies.get(line.target) ?? new TargetTally(policyStrict, maxMisses);
             tallies.set(line.target, tally);
             tally.add(line, run.kind);

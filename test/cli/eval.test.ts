@@ -55,7 +55,7 @@ t.test("a run: the terminal table, the HTML report, then --json from the resumed
     t.match(out, /category confusion \(rows: labelled, columns: predicted\):\n\s+Jailbreak\s+\(Safe\)\n\s+Jailbreak\s+1\s+0\n\s+Violent\s+0\s+1\n/,
         "Stream's prompt categories: Jailbreak found, Violent judged Safe");
     t.match(out, "agreement: 14 records, same level 92.9%");
-    t.match(out, 'bad records: 2\n  line 16: Expected Safe, Unsafe or Controversial (any case) for "label" but received "maybe"');
+    t.match(out, 'bad records: 2 (not judged by some model: left out of every model\'s figures)\n  line 16: Expected Safe, Unsafe or Controversial (any case) for "label" but received "maybe"');
     t.match(out, `report: ${html}`);
     t.ok(existsSync(html), "the HTML report is written");
     t.match(readFileSync(html, "utf8"), "<title>qwenguard eval: model #1 vs model #2</title>");

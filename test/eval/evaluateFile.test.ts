@@ -4,7 +4,7 @@
 
 import {execFile} from "node:child_process";
 import {existsSync, readFileSync} from "node:fs";
-import {writeFile} from "node:fs/promises";
+import {cp, writeFile} from "node:fs/promises";
 import path from "node:path";
 import {promisify} from "node:util";
 import t from "tap";
@@ -124,6 +124,27 @@ t.test("a rerun resumes: nothing judged again, the same figures", async (t) => {
     const figures = (r: EvalReport) => r.models.map((model) => model.targets);
     t.same(figures(again), figures(report));
     await t.rejects(run({strict: true, workDir: path.join(dir, "strict")}), BatchRecordError, "--strict stops at the first bad record");
+});
+
+t.test("a record one model could not judge is left out of both models' figures", async (t) => {
+    // the Stream run's predictions with one judged record turned into the error line a record over its context gets
+    const workDir = path.join(dir, "one-model-error");
+    await cp(path.join(dir, "work"), workDir, {recursive: true});
+    const streamFile = path.join(workDir, path.basename(report.models[1].predictions));
+    const lines = readFileSync(streamFile, "utf8").trim().split("\n").map((line) => JSON.parse(line) as {line: number, target?: string, label?: string});
+    const victim = lines.find((line) => line.target === "response" && line.label === "Unsafe")!;
+    const error = "The response is 3000 tokens, over this model's limit of 2048";
+    await writeFile(streamFile, lines.map((line) => JSON.stringify(line === victim ? {line: line.line, error} : line) + "\n").join(""));
+
+    const again = await run({targetPrecision: 0.95, workDir});
+    t.same(again.models.map((model) => model.processed), [0, 0], "nothing judged again");
+    t.equal(again.errors.count, 3, "the two bad records and the one only Stream could not judge");
+    t.same(again.errors.first.map((entry) => entry.line), [victim.line, 16, 17].sort((a, b) => a - b), "in input order");
+    t.match(again.errors.first.find((entry) => entry.line === victim.line), {error});
+    const [gen, stream] = again.models.map((model) => model.targets.response!);
+    t.same(gen.labels, {...report.models[0].targets.response!.labels, Unsafe: 9}, "Gen's figures leave the record out too");
+    t.same(stream.labels, gen.labels, "both models are scored on the same records");
+    t.equal(again.agreement!.response!.records, report.agreement!.response!.records - 1);
 });
 
 t.test("CSV with renamed columns gives the same figures as JSONL", async (t) => {
