@@ -7,6 +7,7 @@ import path from "node:path";
 import {createInterface} from "node:readline";
 import {fileURLToPath} from "node:url";
 import {GgufValueType, readGguf} from "../gguf/index.js";
+import type {KvCacheType} from "../src/native/AddonTypes.js";
 import type {DoneEvent, FirstVerdictEvent, MemoryWorkerConfig} from "./memoryWorker.js";
 import {summarize} from "./stats.js";
 import type {Summary} from "./stats.js";
@@ -27,7 +28,7 @@ export interface MemoryResult {
     maxRssBytes: Summary,
     /** Peak RSS minus the model files. */
     overFileBytes: Summary,
-    /** KV cells the configuration allocates, and their bytes (f16 K and V, every layer). */
+    /** KV cells the configuration allocates, and their bytes (K and V of every layer, in the configuration's types). */
     kvCells: number,
     kvBytes: number,
     /** From spawning the process to the first verdict line, as the parent sees it. */
@@ -61,7 +62,7 @@ export async function runMemoryBench(cases: readonly MemoryCase[], runs: number,
             maxRssBytes: summarize(rss),
             overFileBytes: summarize(rss.map((bytes) => bytes - fileBytes)),
             kvCells,
-            kvBytes: kvCells * await kvBytesPerCell(config.model),
+            kvBytes: kvCells * await kvBytesPerCell(config),
             startupMs: summarize(samples[i].map(({startupMs}) => startupMs)),
             firstVerdictUptimeMs: summarize(samples[i].map(({first}) => first.uptimeMs)),
             workTokens: samples[i][0].done.workTokens
@@ -69,12 +70,15 @@ export async function runMemoryBench(cases: readonly MemoryCase[], runs: number,
     }));
 }
 
-/** Bytes of one KV cell: K and V in f16 (llama.cpp's default) for every layer's KV heads. */
-async function kvBytesPerCell(model: string): Promise<number> {
-    const {metadata} = await readGguf(model);
+/** Bytes of one KV cell: K and V for every layer's KV heads, in f16 (llama.cpp's default: 2 bytes a value) or q8_0
+ * (34 bytes a block of 32). */
+async function kvBytesPerCell(config: MemoryWorkerConfig): Promise<number> {
+    const {metadata} = await readGguf(config.model);
     const arch = metadata.find("general.architecture", GgufValueType.STRING);
     const number = (key: string) => metadata.find(`${arch}.${key}`, GgufValueType.UINT32) ?? 0;
-    return 2 * 2 * number("block_count") * number("attention.head_count_kv") * number("attention.key_length");
+    const values = number("block_count") * number("attention.head_count_kv") * number("attention.key_length");
+    const bytes = (type: KvCacheType | undefined) => type === "q8_0" ? values / 32 * 34 : values * 2;
+    return bytes(config.cacheTypeK) + bytes(config.cacheTypeV);
 }
 
 /** Spawns one worker and collects its two events. */

@@ -5,6 +5,7 @@
 import {readFileSync} from "node:fs";
 import type {Token} from "node-llama-cpp";
 import {GenGuard, StreamGuard, loadLlamaRuntime} from "../src/index.js";
+import type {KvCacheType} from "../src/index.js";
 import {proseAtLeast} from "./benchTexts.js";
 
 /** What a worker loads and runs. */
@@ -17,6 +18,10 @@ export interface MemoryWorkerConfig {
     threads: number,
     /** KV cells (per sequence for gen); the library's default when absent. */
     contextSize?: number,
+    /** The Stream KV cache's element types (stream only; default f16). A q8_0 V turns flash attention on, which
+     * llama.cpp needs for it. */
+    cacheTypeK?: KvCacheType,
+    cacheTypeV?: KvCacheType,
     /** Tokens of the workload after the first verdict. */
     workTokens: number
 }
@@ -46,7 +51,9 @@ async function run(config: MemoryWorkerConfig, reportFirst: () => void): Promise
     const contextSize = config.contextSize != null ? {contextSize: config.contextSize} : {};
     const work = proseAtLeast(config.workTokens);
     if (config.engine === "stream") {
-        const guard = await StreamGuard.load({model: config.model, head: config.head, threads: config.threads, maxSessions: 1, ...contextSize});
+        const cache = {cacheTypeK: config.cacheTypeK ?? "f16", cacheTypeV: config.cacheTypeV ?? "f16"};
+        const guard = await StreamGuard.load({model: config.model, head: config.head, threads: config.threads, maxSessions: 1, ...contextSize,
+            ...cache, ...(cache.cacheTypeV === "f16" ? {} : {flashAttention: true})});
         const session = await guard.createSession({messages: [{role: "user", content: PROMPT}]});
         reportFirst();
         await session.pushText(work);

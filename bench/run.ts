@@ -94,13 +94,19 @@ const QUICK: Plan = {
 
 const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
 
-/** The memory cases: each library with its defaults and with a context sized to the work, and plain node-llama-cpp. */
-function memoryCases(models: BenchModels, threads: number, workTokens: number): MemoryCase[] {
+/** The memory cases: each library with its defaults and with a context sized to the work, StreamGuard with a q8_0 KV
+ * cache too (not on the tiny models: their heads are narrower than a q8_0 block), and plain node-llama-cpp. */
+function memoryCases(models: BenchModels, threads: number, workTokens: number, quantizedKv: boolean): MemoryCase[] {
     const stream = {engine: "stream" as const, model: models.stream.model, head: models.stream.head, threads, workTokens};
     const gen = {engine: "gen" as const, model: models.stock, threads, workTokens};
     return [
         {name: "StreamGuard, default options, one session", config: stream},
         {name: "StreamGuard, contextSize 2048", config: {...stream, contextSize: 2048}},
+        ...quantizedKv ? [
+            {name: "StreamGuard, default options, q8_0 keys and values (flash attention)", config: {...stream, cacheTypeK: "q8_0" as const, cacheTypeV: "q8_0" as const}},
+            {name: "StreamGuard, contextSize 2048, q8_0 keys and values (flash attention)",
+                config: {...stream, contextSize: 2048, cacheTypeK: "q8_0" as const, cacheTypeV: "q8_0" as const}}
+        ] : [],
         {name: "GenGuard, default options", config: gen},
         {name: "GenGuard, contextSize 2048", config: {...gen, contextSize: 2048}},
         {name: "node-llama-cpp, stock model, contextSize 4096 (reference)", config: {engine: "stock", model: models.stock, threads, contextSize: 4096, workTokens}}
@@ -172,7 +178,7 @@ async function main(): Promise<void> {
     // memory first: its child processes load the compiled sources afresh, so the sooner they run the less a concurrent
     // rebuild of dist/ can disturb them; and the bench process is still small then
     if (sections.has("memory")) {
-        results.memory = await runMemoryBench(memoryCases(models, plan.threads, plan.scoreTokens), plan.memoryRuns, log);
+        results.memory = await runMemoryBench(memoryCases(models, plan.threads, plan.scoreTokens, size !== "tiny"), plan.memoryRuns, log);
         await save({meta: meta(), results, targets: []});
     }
     if (sections.has("stream")) {
