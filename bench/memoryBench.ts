@@ -76,9 +76,10 @@ async function kvBytesPerCell(config: MemoryWorkerConfig): Promise<number> {
     const {metadata} = await readGguf(config.model);
     const arch = metadata.find("general.architecture", GgufValueType.STRING);
     const number = (key: string) => metadata.find(`${arch}.${key}`, GgufValueType.UINT32) ?? 0;
-    const values = number("block_count") * number("attention.head_count_kv") * number("attention.key_length");
-    const bytes = (type: KvCacheType | undefined) => type === "q8_0" ? values / 32 * 34 : values * 2;
-    return bytes(config.cacheTypeK) + bytes(config.cacheTypeV);
+    const values = (length: number) => number("block_count") * number("attention.head_count_kv") * length;
+    const bytes = (type: KvCacheType | undefined, count: number) => type === "q8_0" ? count / 32 * 34 : count * 2;
+    const keyLength = number("attention.key_length");
+    return bytes(config.cacheTypeK, values(keyLength)) + bytes(config.cacheTypeV, values(number("attention.value_length") || keyLength));
 }
 
 /** Spawns one worker and collects its two events. */

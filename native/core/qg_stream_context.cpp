@@ -127,7 +127,7 @@ qg_stream_context * qg_stream_context_init(const qg_stream_model * model, const 
     // llama.cpp refuses a quantized V without flash attention (its attention without it reads V transposed, f16 or f32),
     // and with "auto" decides that only once the context exists: ask for it explicitly
     if (params.type_v != QG_KV_F16 && params.flash_attn != QG_FLASH_ATTN_ON) {
-        error = "Expected flashAttention \"on\" for a q8_0 V cache (llama.cpp quantizes V only with flash attention)";
+        error = "Expected flash attention on (not auto) for a q8_0 V cache (llama.cpp quantizes V only with flash attention)";
         return nullptr;
     }
     // A q8_0 row holds blocks of 32 values and llama.cpp views the cache one head wide, so a head narrower than a

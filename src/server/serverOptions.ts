@@ -31,7 +31,8 @@ export interface QwenguardServerOptions {
     parallel?: number,
     /** Stream: sessions at once, live streams and one-shot judgements together; default 8. */
     maxSessions?: number,
-    /** Stream: the element type of the KV cache's keys, `"f16"` (default) or `"q8_0"` (see StreamGuard's `cacheTypeK`). */
+    /** Stream: the element type of the KV cache's keys, `"f16"` (default) or `"q8_0"` (see StreamGuard's `cacheTypeK`), for
+     * a Stream model the server loads (a `stream` guard passed in keeps its own). */
     cacheTypeK?: KvCacheType,
     /** Stream: the element type of the KV cache's values, `"f16"` (default) or `"q8_0"`, which turns flash attention on
      * (llama.cpp quantizes values only with it; see StreamGuard's `cacheTypeV`). */

@@ -185,7 +185,7 @@ export class StreamGuard {
     /**
      * Loads a Stream backbone and its head.
      * @param options - `model` (required), `head`, `threads`, `gpuLayers`, `contextSize`, `maxSessions`, `kvLayout`, `batchSize`,
-     * `flashAttention`, `gpu`; defaults on {@link StreamGuardOptions}
+     * `flashAttention`, `cacheTypeK`, `cacheTypeV`, `gpu`; defaults on {@link StreamGuardOptions}
      * @returns the loaded guard; `guard.options` holds the options as resolved
      * @throws TypeError for a bad option; Error when the files are missing, not a Stream pair, or do not belong together
      * @example
@@ -195,6 +195,13 @@ export class StreamGuard {
         if (options == null || typeof options !== "object")
             throw new TypeError("Expected an options object {model, head?, threads?, gpuLayers?, contextSize?} for StreamGuard.load");
         const pull = options.pull != null ? booleanOption("pull", options.pull) : true;
+        const cacheTypeK = oneOfOption("cacheTypeK", options.cacheTypeK ?? "f16", KV_CACHE_TYPES);
+        const cacheTypeV = oneOfOption("cacheTypeV", options.cacheTypeV ?? "f16", KV_CACHE_TYPES);
+        // before any file is read: llama.cpp quantizes values only with flash attention, which is on only when asked for
+        if (cacheTypeV !== "f16" && options.flashAttention !== true)
+            throw new RangeError(`Expected "flashAttention" true with "cacheTypeV" "${cacheTypeV}" (llama.cpp quantizes the KV cache's values ` +
+                `only with flash attention) but received ${options.flashAttention == null ? "none (by default it is off on the CPU, llama.cpp's " +
+                "choice on a GPU)" : describeValue(options.flashAttention)}: pass flashAttention: true, or leave cacheTypeV \"f16\"`);
         const model = path.resolve((await resolveModel(stringOption("model", options.model), {pull})).path);
         if (!existsSync(model))
             throw new Error(`Model file ${model} does not exist`);
@@ -216,12 +223,6 @@ export class StreamGuard {
         const batchSize = integerOption("batchSize", options.batchSize ?? 512, 1, 65536);
         const offloaded = gpuLayers > 0 && llama.gpu !== false;
         const flashAttention = options.flashAttention != null ? booleanOption("flashAttention", options.flashAttention) : offloaded ? "auto" : false;
-        const cacheTypeK = oneOfOption("cacheTypeK", options.cacheTypeK ?? "f16", KV_CACHE_TYPES);
-        const cacheTypeV = oneOfOption("cacheTypeV", options.cacheTypeV ?? "f16", KV_CACHE_TYPES);
-        if (cacheTypeV !== "f16" && flashAttention !== true)
-            throw new RangeError(`Expected "flashAttention" true with "cacheTypeV" "${cacheTypeV}" (llama.cpp quantizes the KV cache's values ` +
-                `only with flash attention) but received ${flashAttention === "auto" ? "no flashAttention (llama.cpp's own choice)" : "false"}: ` +
-                `pass flashAttention: true, or leave cacheTypeV "f16"`);
 
         const native = await addon.StreamModel.load({modelPath: model, headPath: head, gpuLayers, useMmap: true});
         try {

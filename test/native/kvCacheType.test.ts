@@ -58,9 +58,9 @@ t.test("what llama.cpp cannot do is refused with what to pass", async (t) => {
     await expectError(t, () => wide.createContext({...baseOptions(), cacheTypeK: "q4_0" as "q8_0"}), RangeError,
         'StreamModel.createContext: Expected options.cacheTypeK to be "f16" or "q8_0" but received "q4_0"');
     await expectError(t, () => wide.createContext({...baseOptions(), cacheTypeV: "q8_0"}), Error,
-        /^Expected flashAttention "on" for a q8_0 V cache \(llama\.cpp quantizes V only with flash attention\)$/);
+        /^Expected flash attention on \(not auto\) for a q8_0 V cache \(llama\.cpp quantizes V only with flash attention\)$/);
     await expectError(t, () => wide.createContext({...baseOptions(), flashAttention: "auto", cacheTypeV: "q8_0"}), Error,
-        /^Expected flashAttention "on" for a q8_0 V cache/);
+        /^Expected flash attention on \(not auto\) for a q8_0 V cache/);
     // without flash attention llama.cpp itself does not check that a head holds whole blocks
     await expectError(t, () => narrow.createContext({...baseOptions(), cacheTypeK: "q8_0"}), Error,
         /^Expected attention heads a multiple of 32 values wide for a q8_0 KV cache of keys \(q8_0 stores blocks of 32\) but this model's are 16 wide: use f16$/);

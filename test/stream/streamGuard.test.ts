@@ -39,10 +39,13 @@ t.test("bad input is refused with what was wrong and what was expected", async (
     await t.rejects(StreamGuard.load({model: planted.modelPath, cacheTypeK: "q4_0" as never}), {
         name: "TypeError", message: 'Expected one of "f16", "q8_0" for "cacheTypeK" but received "q4_0"'
     });
-    await t.rejects(StreamGuard.load({model: planted.modelPath, cacheTypeV: "q8_0"}), {
+    await t.rejects(StreamGuard.load({model: planted.modelPath, cacheTypeV: "q8_0", flashAttention: false}), {
         name: "RangeError", message: 'Expected "flashAttention" true with "cacheTypeV" "q8_0" (llama.cpp quantizes the KV cache\'s values only ' +
             "with flash attention) but received false: pass flashAttention: true, or leave cacheTypeV \"f16\""
     });
+    await t.rejects(StreamGuard.load({model: "/no/such/model.gguf", cacheTypeV: "q8_0"}), {
+        name: "RangeError", message: /but received none \(by default it is off on the CPU, llama\.cpp's choice on a GPU\): pass flashAttention: true/
+    }, "before any file is read");
     await t.rejects(StreamGuard.load({model: planted.modelPath, contextSize: 63, maxSessions: 4}), {
         name: "RangeError", message: 'Expected "contextSize" of at least 16 cells per session (64 for 4 sessions) with kvLayout "per-session" ' +
             "but received 63: pass a larger contextSize or fewer maxSessions"
@@ -330,8 +333,10 @@ t.test("cacheTypeK / cacheTypeV: a q8_0 KV cache where the model's heads hold it
     const wide = await convertedFixture(t, "tiny-stream-wide", "F32", "f32");
     const load = (options: {cacheTypeK?: "q8_0", cacheTypeV?: "q8_0", flashAttention?: boolean}) =>
         StreamGuard.load({model: wide.modelPath, threads: 2, contextSize: 512, maxSessions: 2, ...options});
-    const [f16, quantized] = await Promise.all([load({flashAttention: true}), load({flashAttention: true, cacheTypeK: "q8_0", cacheTypeV: "q8_0"})]);
-    t.teardown(() => Promise.all([f16.dispose(), quantized.dispose()]));
+    const f16 = await load({flashAttention: true});
+    t.teardown(() => f16.dispose());
+    const quantized = await load({flashAttention: true, cacheTypeK: "q8_0", cacheTypeV: "q8_0"});
+    t.teardown(() => quantized.dispose());
     t.same([quantized.options.cacheTypeK, quantized.options.cacheTypeV], ["q8_0", "q8_0"], "the options say what was used");
     const messages: Message[] = [...ask("How do I bake bread?"), {role: "assistant", content: "Mix flour, water, salt and yeast, then bake it."}];
     const [plain, small] = await Promise.all([f16.moderate(messages), quantized.moderate(messages)]);
