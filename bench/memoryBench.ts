@@ -6,7 +6,7 @@ import {statSync} from "node:fs";
 import path from "node:path";
 import {createInterface} from "node:readline";
 import {fileURLToPath} from "node:url";
-import {GgufValueType, readGguf} from "../gguf/index.js";
+import {GgmlType, GgufValueType, readGguf, tensorByteSize} from "../gguf/index.js";
 import type {KvCacheType} from "../src/native/AddonTypes.js";
 import type {DoneEvent, FirstVerdictEvent, MemoryWorkerConfig} from "./memoryWorker.js";
 import {summarize} from "./stats.js";
@@ -70,16 +70,16 @@ export async function runMemoryBench(cases: readonly MemoryCase[], runs: number,
     }));
 }
 
-/** Bytes of one KV cell: K and V for every layer's KV heads, in f16 (llama.cpp's default: 2 bytes a value) or q8_0
- * (34 bytes a block of 32). */
+/** Bytes of one KV cell: K and V for every layer's KV heads, in f16 (llama.cpp's default) or q8_0. */
 async function kvBytesPerCell(config: MemoryWorkerConfig): Promise<number> {
     const {metadata} = await readGguf(config.model);
     const arch = metadata.find("general.architecture", GgufValueType.STRING);
     const number = (key: string) => metadata.find(`${arch}.${key}`, GgufValueType.UINT32) ?? 0;
-    const values = (length: number) => number("block_count") * number("attention.head_count_kv") * length;
-    const bytes = (type: KvCacheType | undefined, count: number) => type === "q8_0" ? count / 32 * 34 : count * 2;
+    // a layer's keys (or values) of one cell are one row of head_count_kv × the head width
+    const bytes = (type: KvCacheType | undefined, width: number) => number("block_count") *
+        tensorByteSize(type === "q8_0" ? GgmlType.Q8_0 : GgmlType.F16, [number("attention.head_count_kv") * width]);
     const keyLength = number("attention.key_length");
-    return bytes(config.cacheTypeK, values(keyLength)) + bytes(config.cacheTypeV, values(number("attention.value_length") || keyLength));
+    return bytes(config.cacheTypeK, keyLength) + bytes(config.cacheTypeV, number("attention.value_length") || keyLength);
 }
 
 /** Spawns one worker and collects its two events. */
